@@ -1,0 +1,47 @@
+"""Defaults shared by every recipe: the paper's STM-ResNet-50 at 8 frames, 224x224.
+
+Dataset recipes import this and set what differs (class count, data paths, schedule).
+Every field can be overridden on the command line, e.g. `--config.model.temporal_module=tsn`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the default config (STM-ResNet-50, T=8, 224x224)."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.model = ml_collections.ConfigDict()
+  # 50 or 101: ResNet depth (blocks per stage 3-4-6-3 or 3-4-23-3).
+  config.model.depth = 50
+  # none (TSN) | tsm | cstm | cmm | stm (summation fusion) | stm_concat (Table 6).
+  config.model.temporal_module = 'stm'
+  # channelwise (the paper's CSTM) | full (ordinary temporal conv, Table 8).
+  config.model.temporal_conv = 'channelwise'
+  # Which of the ResNet stages 2-5 get the temporal module (Table 7).
+  config.model.stages = (2, 3, 4, 5)
+  # True: only the first block of each chosen stage gets the module (Table 7).
+  config.model.first_block_only = False
+  # Base width (planes of stage 2). 64 is ResNet-50; tests use narrow widths.
+  config.model.width = 64
+  # Blocks per stage; empty means "from depth". Tests use (1, 1, 1, 1).
+  config.model.blocks = ()
+  # CMM channel reduction r (paper: 16). width // r must be >= 1.
+  config.model.cmm_reduction = 16
+  # TSM shifts 1/tsm_fold_div of the channels each way (TSM paper: 8).
+  config.model.tsm_fold_div = 8
+  config.model.dropout_rate = 0.5
+  # Compute dtype: float32 or bfloat16. Parameters and BN statistics stay float32.
+  config.model.dtype = 'float32'
+  # How channel-wise (grouped/depthwise) convs are computed: auto | shift | grouped.
+  # Both give the same numbers; auto picks the faster one measured on the backend
+  # (docs/benchmarks.md).
+  config.model.channelwise_impl = 'auto'
+
+  config.data = ml_collections.ConfigDict()
+  config.data.dataset = 'sthv1'
+  config.data.num_classes = 174
+  config.data.num_frames = 8
+  config.data.crop_size = 224
+  return config

@@ -1,0 +1,140 @@
+"""STM-ResNet: ResNet-50/101 (v1, stride on the 3x3 conv) with a temporal module in its bottlenecks.
+
+Module names mirror the PyTorch layout (`conv1`, `bn1`, `layer1_0.conv2`, `layer3_0.mb.shift`,
+`fc`...; a `.` in PyTorch is `_` here) so that weight conversion is a renaming.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from stm_jax.models import layers
+from stm_jax.models import temporal
+
+TEMPORAL_MODULES = ('none', 'tsm', 'cstm', 'cmm', 'stm', 'stm_concat')
+TEMPORAL_CONVS = ('channelwise', 'full')
+BLOCKS_BY_DEPTH = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_USES_CSTM = ('cstm', 'stm', 'stm_concat')
+_USES_CMM = ('cmm', 'stm', 'stm_concat')
+
+
+class Bottleneck(nn.Module):
+  """A ResNet bottleneck (1x1, 3x3, 1x1, expansion 4) holding one temporal module.
+
+  `none`: TSN's plain block. `tsm`: the block input shifted in time (residual shift).
+  `cstm`: channel-wise temporal conv before the 3x3. `cmm`: the motion branch added to the
+  3x3's output. `stm`: both, summed. `stm_concat`: both, concatenated and reduced by a 1x1
+  conv (`fuse`). DESIGN.md section 1 gives the exact block.
+  """
+  planes: int
+  stride: int
+  downsample: bool
+  temporal_module: str
+  temporal_conv: str
+  num_frames: int
+  cmm_reduction: int
+  tsm_fold_div: int
+  channelwise_impl: str
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    conv = layers.conv(self.dtype)
+    norm = lambda name: layers.batch_norm(train, self.dtype, name)
+    module = self.temporal_module
+    shortcut = x
+    if module == 'tsm':
+      x = temporal.temporal_shift(x, self.num_frames, self.tsm_fold_div)
+    u = nn.relu(norm('bn1')(conv(self.planes, (1, 1), name='conv1')(x)))
+
+    v = u
+    if module in _USES_CSTM:
+      if self.temporal_conv == 'channelwise':
+        v = temporal.ChannelwiseTemporalConv(self.num_frames, self.channelwise_impl, self.dtype,
+                                             name='shift')(u)
+      else:
+        v = temporal.FullTemporalConv(self.num_frames, self.dtype, name='shift')(u)
+    a = conv(self.planes, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)),
+             name='conv2')(v)
+    a = nn.relu(norm('bn2')(a))
+
+    if module in _USES_CMM:
+      b = temporal.ChannelwiseMotion(self.planes, self.planes // self.cmm_reduction,
+                                     self.num_frames, self.stride, self.channelwise_impl,
+                                     self.dtype, name='mb')(u, train)
+      if module == 'stm_concat':
+        a = conv(self.planes, (1, 1), name='fuse')(jnp.concatenate([a, b], axis=-1))
+      else:
+        a = a + b
+
+    y = norm('bn3')(conv(self.planes * 4, (1, 1), name='conv3')(a))
+    if self.downsample:
+      shortcut = conv(self.planes * 4, (1, 1), strides=(self.stride, self.stride),
+                      name='downsample_conv')(shortcut)
+      shortcut = norm('downsample_bn')(shortcut)
+    return nn.relu(y + shortcut)
+
+
+class STMResNet(nn.Module):
+  """The STM network family on a ResNet backbone (paper Figure 3).
+
+  Takes RGB clips `(B, T, H, W, 3)`, uint8 or float in [0, 255]; normalises with the
+  ImageNet mean/std inside (so the host ships uint8); runs every frame through the
+  backbone as a batch of `B*T` images with temporal modules mixing frames; returns the
+  per-frame logits averaged over T (TSN's segment consensus), `(B, num_classes)`, float32.
+  """
+  num_classes: int
+  num_frames: int
+  blocks: Sequence[int] = BLOCKS_BY_DEPTH[50]
+  width: int = 64
+  temporal_module: str = 'stm'
+  temporal_conv: str = 'channelwise'
+  stages: Sequence[int] = (2, 3, 4, 5)
+  first_block_only: bool = False
+  cmm_reduction: int = 16
+  tsm_fold_div: int = 8
+  dropout_rate: float = 0.5
+  channelwise_impl: str = 'shift'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, clips: jax.Array, train: bool = False) -> jax.Array:
+    batch, frames = clips.shape[:2]
+    if frames != self.num_frames:
+      raise ValueError(f'clips have {frames} frames, the model was built for {self.num_frames} '
+                       '(config.data.num_frames)')
+    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32) * 255.0
+    std = jnp.asarray(IMAGENET_STD, jnp.float32) * 255.0
+    x = ((clips.astype(jnp.float32) - mean) / std).astype(self.dtype)
+    x = temporal.to_frames(x)
+
+    x = layers.conv(self.dtype)(self.width, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
+                                name='conv1')(x)
+    x = nn.relu(layers.batch_norm(train, self.dtype, 'bn1')(x))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+    for stage_index, num_blocks in enumerate(self.blocks):
+      stage = stage_index + 2  # The paper's numbering: conv2_x .. conv5_x.
+      for block in range(num_blocks):
+        with_module = stage in self.stages and (block == 0 or not self.first_block_only)
+        x = Bottleneck(
+            planes=self.width * 2**stage_index,
+            stride=2 if block == 0 and stage_index > 0 else 1,
+            downsample=block == 0,
+            temporal_module=self.temporal_module if with_module else 'none',
+            temporal_conv=self.temporal_conv,
+            num_frames=self.num_frames,
+            cmm_reduction=self.cmm_reduction,
+            tsm_fold_div=self.tsm_fold_div,
+            channelwise_impl=self.channelwise_impl,
+            dtype=self.dtype,
+            name=f'layer{stage_index + 1}_{block}')(x, train)
+
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x)
+    return jnp.mean(x.astype(jnp.float32).reshape(batch, frames, -1), axis=1)
