@@ -75,9 +75,10 @@ class ChannelwiseTemporalConv(nn.Module):
     clips = to_clips(x, self.num_frames)
     n, t, h, w, c = clips.shape
     if self.impl == 'shift':
-      padded = jnp.pad(clips, ((0, 0), (1, 1), (0, 0), (0, 0), (0, 0)))
-      out = (padded[:, :-2] * kernel[0] + padded[:, 1:-1] * kernel[1]
-             + padded[:, 2:] * kernel[2])
+      zeros = jnp.zeros_like(clips[:, :1])
+      previous = jnp.concatenate([zeros, clips[:, :-1]], axis=1)
+      following = jnp.concatenate([clips[:, 1:], zeros], axis=1)
+      out = previous * kernel[0] + clips * kernel[1] + following * kernel[2]
     else:
       out = jax.lax.conv_general_dilated(
           clips.reshape(n, t, h * w, c), kernel.reshape(3, 1, 1, c),
@@ -148,7 +149,7 @@ class ChannelwiseMotion(nn.Module):
 
   `r = BN(conv1x1_{p/r}(u))`, `d = depthwise3x3(r)`, `m_t = d_{t+1} - r_t` with `m_{T-1} = 0`,
   output `conv1x1_p(m)`, max-pooled 2x2 when the block has stride 2 (so it meets CSTM's
-  strided 3x3 conv). Submodule names follow the authors' PyTorch (`mb.*`).
+  strided 3x3 conv; ceil mode for odd sizes). Submodule names follow the authors' PyTorch (`mb.*`).
   """
   planes: int
   reduced: int
@@ -168,6 +169,9 @@ class ChannelwiseMotion(nn.Module):
     motion = jnp.concatenate([motion, jnp.zeros_like(motion[:, :1])], axis=1)
     out = conv(self.planes, (1, 1), name='conv1x1')(to_frames(motion))
     if self.stride > 1:
-      out = nn.max_pool(out, (self.stride, self.stride), strides=(self.stride, self.stride))
+      # Ceil mode (odd sizes padded), to meet the strided 3x3's output at any input size.
+      s = self.stride
+      pad = tuple((0, -size % s) for size in out.shape[1:3])
+      out = nn.max_pool(out, (s, s), strides=(s, s), padding=pad)
     return out
 
