@@ -1,7 +1,7 @@
 """Defaults shared by every recipe: the paper's STM-ResNet-50 at 8 frames, 224x224.
 
 Dataset recipes import this and set what differs (class count, data paths, schedule).
-Every field can be overridden on the command line, e.g. `--config.model.temporal_module=tsn`.
+Every field can be overridden on the command line, e.g. `--config.model.temporal_module=none`.
 """
 
 import ml_collections

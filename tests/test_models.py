@@ -17,6 +17,7 @@ from stm_jax import models
     ('model.channelwise_impl', 'cudnn'),
     ('model.dropout_rate', 1.0),
     ('model.cmm_reduction', 32),
+    ('model.tsm_fold_div', 32),
     ('data.num_frames', 0),
     ('data.num_classes', 0),
 ])
@@ -25,6 +26,8 @@ def test_bad_config_values_are_errors_naming_the_field(field, value):
   config.model.blocks = ()  # Blocks from depth, so that depth is read.
   group, name = field.split('.')
   setattr(config[group], name, value)
+  if field == 'model.tsm_fold_div':
+    config.model.temporal_module = 'tsm'  # Width 16 // 32: layer1_0 would shift nothing.
   with pytest.raises(ValueError, match=f'config.{field}='):
     models.create(config)
 

@@ -36,7 +36,7 @@ def check_model_config(config: ml_collections.ConfigDict) -> None:
   if m.temporal_module in ('cmm', 'stm', 'stm_concat') and m.width // m.cmm_reduction < 1:
     _fail('model.cmm_reduction', m.cmm_reduction,
           f'CMM needs at least one reduced channel: model.width={m.width} // cmm_reduction is 0')
-  if m.temporal_module == 'tsm' and m.width * 4 // m.tsm_fold_div < 1:
+  if m.temporal_module == 'tsm' and m.width // m.tsm_fold_div < 1:
     _fail('model.tsm_fold_div', m.tsm_fold_div, 'shifts no channel at this width')
   if m.dtype not in DTYPES:
     _fail('model.dtype', m.dtype, f'must be one of {tuple(DTYPES)}')
