@@ -1,5 +1,6 @@
 """The temporal operators: conventions, CSTM init, CMM's motion, and both conv implementations."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,3 +142,11 @@ def test_temporal_shift_moves_an_eighth_each_way():
 def test_unknown_impl_is_an_error():
   with pytest.raises(ValueError, match='impl'):
     temporal.DepthwiseConv3x3(impl='fast').init(jax.random.key(0), _frames())
+
+
+def test_ceil_max_pool_matches_reduce_window_in_value_and_gradient():
+  x = _frames(shape=(2, 7, 6, 3), seed=12)
+  reference = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2), padding=((0, 1), (0, 0)))
+  np.testing.assert_array_equal(temporal.max_pool_ceil(x, 2), reference(x))
+  np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(temporal.max_pool_ceil(x, 2) ** 2))(x),
+                             jax.grad(lambda x: jnp.sum(reference(x) ** 2))(x), rtol=1e-6)

@@ -169,9 +169,18 @@ class ChannelwiseMotion(nn.Module):
     motion = jnp.concatenate([motion, jnp.zeros_like(motion[:, :1])], axis=1)
     out = conv(self.planes, (1, 1), name='conv1x1')(to_frames(motion))
     if self.stride > 1:
-      # Ceil mode (odd sizes padded), to meet the strided 3x3's output at any input size.
-      s = self.stride
-      pad = tuple((0, -size % s) for size in out.shape[1:3])
-      out = nn.max_pool(out, (s, s), strides=(s, s), padding=pad)
+      out = max_pool_ceil(out, self.stride)
     return out
+
+
+def max_pool_ceil(x: jax.Array, size: int) -> jax.Array:
+  """Max-pools `(N, H, W, C)` over size x size windows with stride size, in ceil mode.
+
+  Odd maps are padded with -inf, so the output meets a 3x3 conv with stride 2 and padding 1
+  at any input size. Written as a reshape and a max (not reduce_window): its gradient is a
+  select instead of the scatter XLA makes for reduce_window, which is slow on GPU.
+  """
+  n, h, w, c = x.shape
+  x = jnp.pad(x, ((0, 0), (0, -h % size), (0, -w % size), (0, 0)), constant_values=-jnp.inf)
+  return x.reshape(n, x.shape[1] // size, size, x.shape[2] // size, size, c).max(axis=(2, 4))
 
