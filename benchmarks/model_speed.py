@@ -6,6 +6,9 @@ machine. Rounds are interleaved across variants and the median round is reported
 a noisy shared machine affects every variant alike.
 
   python benchmarks/model_speed.py --batch=2 --frames=8 --size=224 --rounds=3 --torch
+
+A variant may name the form of its channel-wise convs, e.g. `--variants=none,stm,stm:grouped`
+compares both forms in one run (PyTorch is timed for plain variants only).
 """
 
 import argparse
@@ -40,12 +43,13 @@ def _parse():
   return parser.parse_args()
 
 
-def _config(args, temporal_module):
+def _config(args, variant):
+  temporal_module, _, impl = variant.partition(':')
   config = default.get_config()
   config.model.depth = args.depth
   config.model.temporal_module = temporal_module
   config.model.dtype = args.dtype
-  config.model.channelwise_impl = args.impl
+  config.model.channelwise_impl = impl or args.impl
   config.data.num_frames = args.frames
   config.data.crop_size = args.size
   return config
@@ -138,7 +142,7 @@ def main():
   for variant in variants:
     config = _config(args, variant)
     runners[('jax', variant)] = jax_runners(config, args.batch)
-    if args.torch:
+    if args.torch and ':' not in variant:
       runners[('torch', variant)] = torch_runners(config, args.batch)
   for fns in runners.values():  # Compile and warm up.
     for fn in fns:
@@ -164,9 +168,11 @@ def main():
   base = median[('jax', 'none')] if 'none' in variants else None
   for variant in variants:
     fwd, train = median[('jax', variant)]
-    row = f'| {variant if variant != "none" else "tsn"} | {fwd:.2f} | {train:.2f} |'
+    row = f'| {variant.replace("none", "tsn")} | {fwd:.2f} | {train:.2f} |'
     row += (f' {fwd / base[0]:.3f} | {train / base[1]:.3f} |' if base else ' - | - |')
-    if args.torch:
+    if args.torch and ':' in variant:
+      row += ' - | - | - | - |'
+    elif args.torch:
       tfwd, ttrain = median[('torch', variant)]
       row += f' {tfwd:.2f} | {ttrain:.2f} | {fwd / tfwd:.2f} | {train / ttrain:.2f} |'
     print(row)
