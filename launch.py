@@ -4,7 +4,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-MODES = ('summary', 'convert')
+MODES = ('summary', 'convert', 'prepare')
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('mode', 'summary', MODES, 'What to run.')
@@ -26,6 +26,9 @@ def main(argv):
     if not FLAGS.input or not FLAGS.output:
       raise app.UsageError('--mode=convert needs --input=<weights> and --output=<checkpoint dir>')
     convert.main(config, FLAGS.input, FLAGS.output)
+  elif FLAGS.mode == 'prepare':
+    from input_pipeline import prepare
+    prepare.main(config)
 
 
 if __name__ == '__main__':

@@ -44,4 +44,29 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.num_classes = 174
   config.data.num_frames = 8
   config.data.crop_size = 224
+  # Flip policy: False where left/right is part of the label (Something-Something, Jester).
+  config.data.random_flip = True
+  # Optional label swap applied with a flip: pairs (label, label after flip), e.g.
+  # ((86, 87), (87, 86)).
+  config.data.flip_label_map = ()
+
+  # Preparation (`launch.py --mode=prepare`, input_pipeline/prepare.py).
+  # Where the official download was unpacked; the converter finds its files inside.
+  config.data.raw_dir = ''
+  # TFDS data_dir: the prepared dataset goes to <data_dir>/stm_<dataset>[/split<k>]/1.0.0.
+  config.data.data_dir = ''
+  # native: the dataset's own layout | tfrecord: DMVR/scenic SequenceExample TFRecord files.
+  config.data.raw_format = 'native'
+  # Official split for UCF-101 / HMDB-51 (1, 2 or 3); ignored elsewhere.
+  config.data.split = 1
+  # Frames are stored as JPEG with this shorter side (never upscaled); JPEG input already at or
+  # under it is copied byte for byte.
+  config.data.short_side = 256
+  config.data.jpeg_quality = 90
+  # Videos per ArrayRecord shard: the unit of parallel work and of resumption.
+  config.data.videos_per_shard = 128
+  # prepare: worker processes converting shards; 0 = one per CPU core.
+  config.data.prepare_workers = 0
+  # prepare: replace an existing dataset made from other annotations or settings.
+  config.data.overwrite = False
   return config

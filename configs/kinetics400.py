@@ -1,0 +1,16 @@
+"""Kinetics-400: 400 classes, STM-ResNet-50, 8 frames (paper Table 3).
+
+Raw data: the annotation csvs (`train.csv`, `validate.csv`, `test.csv`) and the clips
+`<youtube_id>_<start>_<end>.mp4` as your mirror unpacks them. Horizontal flip on.
+"""
+
+from configs import default
+
+
+def get_config():
+  """Returns the Kinetics-400 recipe."""
+  config = default.get_config()
+  config.data.dataset = 'kinetics400'
+  config.data.num_classes = 400
+  config.data.random_flip = True
+  return config

@@ -1,0 +1,182 @@
+"""Video and JPEG-frame decoding into JPEG frames at a given short side.
+
+Three sources give the same output, a list of JPEG-encoded RGB frames whose shorter side is at most
+`short_side` (never upscaled):
+  * a video file, decoded with PyAV (frames are counted by decoding: webm/mkv report 0 in metadata);
+  * a folder of JPEG frames (`00001.jpg ...`, name order);
+  * JPEG frames already in memory (a TFRecord record).
+JPEG frames already at or under the short side are kept byte for byte; larger ones are decoded with
+simplejpeg (scaled in the DCT where it can), resized with swscale's area filter and re-encoded.
+
+Anything that makes a source unusable raises `VideoError` with a short reason; the converter
+quarantines that video and carries on.
+"""
+
+import fractions
+import os
+
+import av
+import numpy as np
+import simplejpeg
+
+from input_pipeline.layouts import common
+
+# A video is called truncated when it decodes to fewer than this fraction of the frames its
+# container announces (metadata frame count, or duration x rate). Real files can be a frame or two
+# short of their metadata, and an audio track can make the container slightly longer than the video.
+MIN_FRAME_FRACTION = 0.9
+_INTERPOLATION = 'AREA'
+
+
+class VideoError(Exception):
+  """A video (or frame folder, or record) cannot be used; `str(e)` is the reason for the report."""
+
+
+def output_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+  """Returns (height, width) scaled so the shorter side is `short_side`; unchanged if smaller.
+
+  Aspect ratio is kept, rounding the longer side to the nearest pixel. `short_side <= 0` keeps the
+  size.
+  """
+  short = min(height, width)
+  if short_side <= 0 or short <= short_side:
+    return height, width
+  scale = short_side / short
+  if height <= width:
+    return short_side, max(1, round(width * scale))
+  return max(1, round(height * scale)), short_side
+
+
+def _resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+  if rgb.shape[:2] == (height, width):
+    return rgb
+  frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format='rgb24')
+  return frame.to_ndarray(width=width, height=height, format='rgb24', interpolation=_INTERPOLATION)
+
+
+def encode(rgb: np.ndarray, quality: int) -> bytes:
+  """Encodes an (H, W, 3) uint8 RGB array as JPEG (4:2:0, as most video is)."""
+  return simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=quality, colorspace='RGB',
+                                colorsubsampling='420')
+
+
+def _check_file(path: str) -> None:
+  if not os.path.exists(path):
+    raise VideoError('missing: file not found')
+  if os.path.isdir(path):
+    raise VideoError('not a video: a folder')
+  if os.path.getsize(path) == 0:
+    raise VideoError('empty file (0 bytes)')
+
+
+def _expected_frames(container, stream) -> int:
+  """Frames the container announces (metadata count, else duration x rate); 0 if unknown."""
+  if stream.frames:
+    return int(stream.frames)
+  rate = stream.average_rate or stream.guessed_rate
+  if stream.duration and stream.time_base and rate:
+    return int(round(float(stream.duration * stream.time_base * rate)))
+  if container.duration and rate:
+    return int(round(container.duration / av.time_base * float(rate)))
+  return 0
+
+
+def _fps(stream) -> float:
+  rate = stream.average_rate or stream.guessed_rate
+  return float(rate) if isinstance(rate, (fractions.Fraction, int, float)) and rate else 0.0
+
+
+def video_to_jpegs(path: str, short_side: int, quality: int,
+                   threads: int = 1) -> tuple[list[bytes], float]:
+  """Decodes every frame of a video file; returns (JPEG frames at `short_side`, source fps).
+
+  `threads` is the decoder's thread count: 1 when there is a worker process per core (threads
+  would only compete), more when fewer workers than cores run. Raises VideoError for missing,
+  empty, unreadable, frameless, truncated or corrupt files.
+  """
+  _check_file(path)
+  try:
+    container = av.open(path, metadata_errors='ignore')
+  except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+    raise VideoError(f'not a readable video: {_reason(e)}') from None
+  with container:
+    if not container.streams.video:
+      raise VideoError('no video stream')
+    stream = container.streams.video[0]
+    stream.codec_context.thread_count = max(1, threads)
+    if threads > 1:
+      stream.thread_type = 'AUTO'
+    expected = _expected_frames(container, stream)
+    fps = _fps(stream)
+    frames, error = [], None
+    try:
+      for frame in container.decode(stream):
+        height, width = output_size(frame.height, frame.width, short_side)
+        rgb = frame.to_ndarray(width=width, height=height, format='rgb24',
+                               interpolation=_INTERPOLATION)
+        frames.append(encode(rgb, quality))
+    except (av.FFmpegError, OSError, ValueError) as e:
+      error = e
+  if not frames:
+    raise VideoError('no frames decoded' + (f' ({_reason(error)})' if error else ''))
+  if expected and len(frames) < MIN_FRAME_FRACTION * expected:
+    raise VideoError(f'truncated: decoded {len(frames)} of the {expected} frames the container '
+                     'announces' + (f' ({_reason(error)})' if error else ''))
+  if error is not None and not expected:
+    raise VideoError(f'corrupt: decoding stopped after {len(frames)} frames ({_reason(error)})')
+  return frames, fps
+
+
+def jpegs_to_jpegs(jpegs: list[bytes], short_side: int, quality: int,
+                   names: list[str] | None = None) -> list[bytes]:
+  """Returns JPEG frames at `short_side`: those already small enough unchanged, others re-encoded.
+
+  `names` (file names, for error messages) default to frame numbers. Raises VideoError on the first
+  frame that is not a JPEG.
+  """
+  out = []
+  for i, data in enumerate(jpegs):
+    name = names[i] if names else f'frame {i}'
+    try:
+      height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as e:
+      raise VideoError(f'{name}: not a JPEG ({e})') from None
+    new_h, new_w = output_size(height, width, short_side)
+    if (new_h, new_w) == (height, width):
+      out.append(bytes(data))
+      continue
+    try:
+      rgb = simplejpeg.decode_jpeg(data, colorspace='RGB', min_height=new_h, min_width=new_w)
+    except ValueError as e:
+      raise VideoError(f'{name}: corrupt JPEG ({e})') from None
+    out.append(encode(_resize_rgb(rgb, new_h, new_w), quality))
+  return out
+
+
+def frame_folder_to_jpegs(folder: str, short_side: int, quality: int) -> list[bytes]:
+  """Reads a folder of JPEG frames in name order; returns JPEG frames at `short_side`.
+
+  Raises VideoError if the folder is missing, holds no JPEG, or holds an unreadable frame.
+  """
+  if not os.path.isdir(folder):
+    raise VideoError('missing: frame folder not found' if not os.path.exists(folder)
+                     else 'not a frame folder: a file')
+  names = sorted(n for n in os.listdir(folder) if n.lower().endswith(common.JPEG_EXTENSIONS))
+  if not names:
+    raise VideoError('no frames: the folder holds no .jpg file')
+  jpegs = []
+  for n in names:
+    with open(os.path.join(folder, n), 'rb') as f:
+      data = f.read()
+    if not data:
+      raise VideoError(f'{n}: empty file (0 bytes)')
+    jpegs.append(data)
+  return jpegs_to_jpegs(jpegs, short_side, quality, names)
+
+
+def _reason(error: BaseException | None) -> str:
+  if error is None:
+    return ''
+  if isinstance(error, av.FFmpegError) and getattr(error, 'strerror', None):
+    return error.strerror
+  return f'{type(error).__name__}: {error}'
