@@ -14,14 +14,6 @@ from tests import video_fixtures as vf
 LAYOUTS = list(vf.MAKERS)
 
 
-def _setup(tmp_path, name, corrupt=False, **data):
-  maker, dataset = vf.MAKERS[name]
-  expected = maker(str(tmp_path / 'raw'), corrupt=corrupt)
-  config = vf.make_config(dataset, tmp_path / 'raw', tmp_path / 'out',
-                          num_classes=len(expected.classes), **data)
-  return expected, config
-
-
 def _check_frames(rec, height=vf.H, width=vf.W):
   """Decodes every frame: right shape, and frame i shows gray level(i) (right order, none lost)."""
   assert len(rec['frames']) == rec['num_frames']
@@ -34,7 +26,7 @@ def _check_frames(rec, height=vf.H, width=vf.W):
 
 @pytest.mark.parametrize('name', LAYOUTS)
 def test_reader_finds_files_classes_and_entries(tmp_path, name):
-  expected, config = _setup(tmp_path, name)
+  expected, config = vf.setup(tmp_path, name)
   layout = layouts.read(config)
   assert layout.class_names == expected.classes
   assert set(layout.splits) == set(expected.splits)
@@ -47,7 +39,7 @@ def test_reader_finds_files_classes_and_entries(tmp_path, name):
 
 @pytest.mark.parametrize('name', LAYOUTS)
 def test_converts_and_reads_back_through_tfds(tmp_path, name):
-  expected, config = _setup(tmp_path, name)
+  expected, config = vf.setup(tmp_path, name)
   summary = prepare.prepare(config)
   assert summary['skipped'] == 0
   kinds = {e.video_id: e.kind for entries in layouts.read(config).splits.values() for e in entries}
@@ -67,7 +59,7 @@ def test_converts_and_reads_back_through_tfds(tmp_path, name):
 
 def test_class_names_in_dataset_info(tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  expected, config = _setup(tmp_path, 'sthv2')
+  expected, config = vf.setup(tmp_path, 'sthv2')
   prepare.prepare(config)
   builder = tfds.builder_from_directory(prepare.dataset_dir(config))
   assert builder.info.features['label'].names == expected.classes
@@ -78,7 +70,7 @@ def test_class_names_in_dataset_info(tmp_path):
 @pytest.mark.parametrize('name', ['ucf101', 'hmdb51'])
 @pytest.mark.parametrize('split', [1, 2, 3])
 def test_official_splits(tmp_path, name, split):
-  expected, config = _setup(tmp_path, name, split=split)
+  expected, config = vf.setup(tmp_path, name, split=split)
   layout = layouts.read(config)
   for s, items in expected.by_split[split].items():
     assert [(e.video_id, e.label) for e in layout.splits[s]] == [(v, l) for v, l, _ in items]
@@ -87,13 +79,13 @@ def test_official_splits(tmp_path, name, split):
 
 @pytest.mark.parametrize('name', ['ucf101', 'hmdb51'])
 def test_bad_split_number(tmp_path, name):
-  _, config = _setup(tmp_path, name, split=4)
+  _, config = vf.setup(tmp_path, name, split=4)
   with pytest.raises(common.LayoutError, match='splits are 1, 2, 3'):
     layouts.read(config)
 
 
 def test_jpeg_frames_copied_byte_for_byte(tmp_path):
-  expected, config = _setup(tmp_path, 'sthv1')
+  expected, config = vf.setup(tmp_path, 'sthv1')
   prepare.prepare(config)
   frame_root = tmp_path / 'raw' / '20bn-something-something-v1'
   for rec in vf.read_split(config, 'train'):
@@ -104,7 +96,7 @@ def test_jpeg_frames_copied_byte_for_byte(tmp_path):
 
 @pytest.mark.parametrize('name', ['sthv1', 'sthv2', 'ucf101'])
 def test_short_side_downscales_never_upscales(tmp_path, name):
-  _, config = _setup(tmp_path, name, short_side=16)
+  _, config = vf.setup(tmp_path, name, short_side=16)
   prepare.prepare(config)
   rec = vf.read_split(config, 'train')[0]
   _check_frames(rec, 16, 24)
@@ -125,7 +117,7 @@ def test_missing_annotations_name_what_was_looked_for(tmp_path):
 
 
 def test_frame_root_not_found(tmp_path):
-  expected, config = _setup(tmp_path, 'sthv1')
+  expected, config = vf.setup(tmp_path, 'sthv1')
   del expected
   os.rename(tmp_path / 'raw' / '20bn-something-something-v1', tmp_path / 'elsewhere')
   with pytest.raises(common.LayoutError, match='could not find the frame folders'):
@@ -133,7 +125,7 @@ def test_frame_root_not_found(tmp_path):
 
 
 def test_reader_notes_missing_split(tmp_path):
-  _, config = _setup(tmp_path, 'sthv1')
+  _, config = vf.setup(tmp_path, 'sthv1')
   os.remove(tmp_path / 'raw' / 'something-something-v1-test.csv')
   layout = layouts.read(config)
   assert 'test' not in layout.splits
@@ -156,7 +148,7 @@ def _append(path, line):
 
 
 def test_unknown_class_sthv1(tmp_path):
-  _, config = _setup(tmp_path, 'sthv1')
+  _, config = vf.setup(tmp_path, 'sthv1')
   path = tmp_path / 'raw' / 'something-something-v1-validation.csv'
   _append(path, '999;Juggling something')
   line = len(path.read_text().splitlines())
@@ -166,7 +158,7 @@ def test_unknown_class_sthv1(tmp_path):
 
 def test_unknown_class_sthv2_names_json_line(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
-  _, config = _setup(tmp_path, 'sthv2')
+  _, config = vf.setup(tmp_path, 'sthv2')
   path = tmp_path / 'raw' / 'labels' / 'train.json'
   items = json.loads(path.read_text())
   items.append({'id': '777', 'label': 'x', 'template': 'Juggling [something]', 'placeholders': []})
@@ -179,7 +171,7 @@ def test_unknown_class_sthv2_names_json_line(tmp_path):
 
 
 def test_unknown_class_kinetics_validation(tmp_path):
-  _, config = _setup(tmp_path, 'kinetics400')
+  _, config = vf.setup(tmp_path, 'kinetics400')
   path = tmp_path / 'raw' / 'annotations' / 'validate.csv'
   _append(path, 'juggling,zzzzzzzzzzz,0,10,val,0')
   with pytest.raises(common.AnnotationError, match=f"{path}:3: unknown class 'juggling'"):
@@ -187,7 +179,7 @@ def test_unknown_class_kinetics_validation(tmp_path):
 
 
 def test_unknown_class_ucf101(tmp_path):
-  _, config = _setup(tmp_path, 'ucf101')
+  _, config = vf.setup(tmp_path, 'ucf101')
   path = tmp_path / 'raw' / 'ucfTrainTestlist' / 'testlist01.txt'
   _append(path, 'Juggling/v_Juggling_g01_c01.avi')
   line = len(path.read_text().splitlines())
@@ -196,7 +188,7 @@ def test_unknown_class_ucf101(tmp_path):
 
 
 def test_unknown_class_custom_with_class_list(tmp_path):
-  _, config = _setup(tmp_path, 'custom_lists')
+  _, config = vf.setup(tmp_path, 'custom_lists')
   (tmp_path / 'raw' / 'classes.txt').write_text('cat\ndog\n')
   path = tmp_path / 'raw' / 'train.txt'
   _append(path, 'clips/a.mp4 bird')
@@ -205,7 +197,7 @@ def test_unknown_class_custom_with_class_list(tmp_path):
 
 
 def test_class_count_must_match_config(tmp_path):
-  _, config = _setup(tmp_path, 'sthv1')
+  _, config = vf.setup(tmp_path, 'sthv1')
   config.data.num_classes = 174
   with pytest.raises(common.LayoutError, match='give 3 classes but config.data.num_classes=174'):
     prepare.prepare(config)

@@ -17,14 +17,6 @@ from tests import video_fixtures as vf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _setup(tmp_path, name, corrupt=False, **data):
-  maker, dataset = vf.MAKERS[name]
-  expected = maker(str(tmp_path / 'raw'), corrupt=corrupt)
-  config = vf.make_config(dataset, tmp_path / 'raw', tmp_path / 'out',
-                          num_classes=len(expected.classes), **data)
-  return expected, config
-
-
 def _quarantine(config):
   path = os.path.join(prepare.dataset_dir(config), prepare.QUARANTINE_FILE)
   with open(path) as f:
@@ -36,7 +28,7 @@ def _quarantine(config):
 @pytest.mark.parametrize('name', ['sthv1', 'sthv2', 'kinetics400', 'ucf101', 'hmdb51',
                                   'custom_lists'])
 def test_unusable_videos_are_quarantined_and_the_rest_converts(tmp_path, name):
-  expected, config = _setup(tmp_path, name, corrupt=True)
+  expected, config = vf.setup(tmp_path, name, corrupt=True)
   summary = prepare.prepare(config)
   quarantined = _quarantine(config)
   assert set(quarantined) == set(expected.bad)
@@ -52,7 +44,7 @@ def test_unusable_videos_are_quarantined_and_the_rest_converts(tmp_path, name):
 
 
 def test_summary_json(tmp_path):
-  _, config = _setup(tmp_path, 'sthv1', corrupt=True)
+  _, config = vf.setup(tmp_path, 'sthv1', corrupt=True)
   summary = prepare.main(config)
   stored = json.load(open(os.path.join(prepare.dataset_dir(config), prepare.SUMMARY_FILE)))
   assert stored == summary
@@ -71,7 +63,7 @@ class _Killed(BaseException):
 
 
 def test_interrupted_conversion_resumes_without_redoing_finished_shards(tmp_path, monkeypatch):
-  _, config = _setup(tmp_path, 'sthv1', videos_per_shard=1)
+  _, config = vf.setup(tmp_path, 'sthv1', videos_per_shard=1)
   ds_dir = prepare.dataset_dir(config)
   real = records.convert_entry
   calls = []
@@ -109,7 +101,7 @@ def test_interrupted_conversion_resumes_without_redoing_finished_shards(tmp_path
 
 
 def test_parallel_workers_give_the_same_dataset(tmp_path):
-  _, config = _setup(tmp_path, 'sthv2', corrupt=True)
+  _, config = vf.setup(tmp_path, 'sthv2', corrupt=True)
   prepare.prepare(config)
   parallel = vf.make_config('sthv2', config.data.raw_dir, tmp_path / 'out2',
                             num_classes=3, prepare_workers=2, videos_per_shard=1)
@@ -122,7 +114,7 @@ def test_parallel_workers_give_the_same_dataset(tmp_path):
 
 def test_a_video_that_kills_its_worker_is_quarantined(tmp_path, monkeypatch):
   """A decoder crash (simulated: the worker process exits hard on video 102) stops nothing."""
-  expected, config = _setup(tmp_path, 'sthv1', prepare_workers=2)
+  expected, config = vf.setup(tmp_path, 'sthv1', prepare_workers=2)
   monkeypatch.setenv(records.FAULT_ENV, 'crash:102')
   summary = prepare.prepare(config)
   assert 'crashed the converter process' in _quarantine(config)['102'][3]
@@ -133,7 +125,7 @@ def test_a_video_that_kills_its_worker_is_quarantined(tmp_path, monkeypatch):
 
 
 def test_rerun_is_a_no_op_and_other_settings_need_overwrite(tmp_path):
-  _, config = _setup(tmp_path, 'jester')
+  _, config = vf.setup(tmp_path, 'jester')
   first = prepare.prepare(config)
   assert prepare.prepare(config) == first  # already prepared: the stored summary, nothing redone
   config.data.short_side = 16
@@ -145,7 +137,7 @@ def test_rerun_is_a_no_op_and_other_settings_need_overwrite(tmp_path):
 
 
 def test_unfinished_conversion_with_other_settings_needs_overwrite(tmp_path, monkeypatch):
-  _, config = _setup(tmp_path, 'jester')
+  _, config = vf.setup(tmp_path, 'jester')
   monkeypatch.setattr(records, 'convert_entry', lambda e, t: (_ for _ in ()).throw(_Killed()))
   with pytest.raises(_Killed):
     prepare.prepare(config)
@@ -157,7 +149,7 @@ def test_unfinished_conversion_with_other_settings_needs_overwrite(tmp_path, mon
 
 def test_a_second_run_on_the_same_dataset_is_refused(tmp_path):
   import fcntl  # pylint: disable=g-import-not-at-top
-  _, config = _setup(tmp_path, 'jester')
+  _, config = vf.setup(tmp_path, 'jester')
   os.makedirs(config.data.data_dir)
   with open(os.path.join(config.data.data_dir, '.stm_jester.prepare.lock'), 'w') as held:
     fcntl.flock(held, fcntl.LOCK_EX)
@@ -167,7 +159,7 @@ def test_a_second_run_on_the_same_dataset_is_refused(tmp_path):
 
 
 def test_data_source_and_builder_from_directory_agree(tmp_path):
-  expected, config = _setup(tmp_path, 'ucf101', split=2)
+  expected, config = vf.setup(tmp_path, 'ucf101', split=2)
   prepare.prepare(config)
   builder = tfds.builder_from_directory(prepare.dataset_dir(config))
   assert builder.info.features['label'].names == expected.classes
@@ -179,7 +171,7 @@ def test_data_source_and_builder_from_directory_agree(tmp_path):
 def test_tfds_download_and_prepare_path_gives_the_same_records(tmp_path):
   """The GeneratorBasedBuilder also works through TFDS's own (single-process) generation."""
   from input_pipeline import layouts  # pylint: disable=g-import-not-at-top
-  expected, config = _setup(tmp_path, 'sthv1')
+  expected, config = vf.setup(tmp_path, 'sthv1')
   prepare.prepare(config)
   other = vf.make_config('sthv1', config.data.raw_dir, tmp_path / 'tfds_out', num_classes=3)
   layout = layouts.read(other)
@@ -194,7 +186,7 @@ def test_tfds_download_and_prepare_path_gives_the_same_records(tmp_path):
 
 # --- TFRecord input -------------------------------------------------------------------------------
 
-def _tfrecord_setup(tmp_path, with_class_file=True):
+def _tfrecordvf.setup(tmp_path, with_class_file=True):
   expected = vf.make_sthv1(str(tmp_path / 'raw'))
   vf.make_tfrecord_from_frames(str(tmp_path / 'tfr'),
                                str(tmp_path / 'raw' / '20bn-something-something-v1'), expected)
@@ -207,7 +199,7 @@ def _tfrecord_setup(tmp_path, with_class_file=True):
 
 
 def test_tfrecord_input_converts_to_the_same_dataset(tmp_path):
-  expected, native, from_tfr = _tfrecord_setup(tmp_path)
+  expected, native, from_tfr = _tfrecordvf.setup(tmp_path)
   prepare.prepare(native)
   summary = prepare.prepare(from_tfr)
   assert summary['dataset'] == 'stm_sthv1' and summary['skipped'] == 0
@@ -218,7 +210,7 @@ def test_tfrecord_input_converts_to_the_same_dataset(tmp_path):
 
 
 def test_tfrecord_class_names_from_records(tmp_path):
-  expected, _, from_tfr = _tfrecord_setup(tmp_path, with_class_file=False)
+  expected, _, from_tfr = _tfrecordvf.setup(tmp_path, with_class_file=False)
   prepare.prepare(from_tfr)
   names = tfds.builder_from_directory(prepare.dataset_dir(from_tfr)).info.features['label'].names
   assert names == expected.classes  # every class occurs in the fixture, named by clip/label/text
@@ -233,7 +225,7 @@ def test_tfrecord_reader_framing(tmp_path):
 
 
 def test_corrupt_tfrecords_are_quarantined(tmp_path):
-  _, _, from_tfr = _tfrecord_setup(tmp_path)
+  _, _, from_tfr = _tfrecordvf.setup(tmp_path)
   tfr = tmp_path / 'tfr'
   # A torn file (the second record cut short), a file that is not TFRecord, a record without frames.
   good = vf.sequence_example([vf.jpeg(0), vf.jpeg(1)], 1, 'x1')

@@ -433,3 +433,13 @@ def read_split(config, split: str) -> list[dict]:
   source = tfds.data_source(prepare.dataset_name(config), data_dir=config.data.data_dir,
                             split=split)
   return [source[i] for i in range(len(source))]
+
+
+def setup(tmp_path, name, corrupt=False, **data):
+  """Writes the `name` fixture under tmp_path/raw; returns (its expected contents, a config
+  converting it to tmp_path/out), `data` overriding config.data fields."""
+  maker, dataset = MAKERS[name]
+  expected = maker(str(tmp_path / 'raw'), corrupt=corrupt)
+  config = make_config(dataset, tmp_path / 'raw', tmp_path / 'out',
+                       num_classes=len(expected.classes), **data)
+  return expected, config
