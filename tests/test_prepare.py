@@ -186,7 +186,7 @@ def test_tfds_download_and_prepare_path_gives_the_same_records(tmp_path):
 
 # --- TFRecord input -------------------------------------------------------------------------------
 
-def _tfrecordvf.setup(tmp_path, with_class_file=True):
+def _tfrecord_setup(tmp_path, with_class_file=True):
   expected = vf.make_sthv1(str(tmp_path / 'raw'))
   vf.make_tfrecord_from_frames(str(tmp_path / 'tfr'),
                                str(tmp_path / 'raw' / '20bn-something-something-v1'), expected)
@@ -199,7 +199,7 @@ def _tfrecordvf.setup(tmp_path, with_class_file=True):
 
 
 def test_tfrecord_input_converts_to_the_same_dataset(tmp_path):
-  expected, native, from_tfr = _tfrecordvf.setup(tmp_path)
+  expected, native, from_tfr = _tfrecord_setup(tmp_path)
   prepare.prepare(native)
   summary = prepare.prepare(from_tfr)
   assert summary['dataset'] == 'stm_sthv1' and summary['skipped'] == 0
@@ -210,7 +210,7 @@ def test_tfrecord_input_converts_to_the_same_dataset(tmp_path):
 
 
 def test_tfrecord_class_names_from_records(tmp_path):
-  expected, _, from_tfr = _tfrecordvf.setup(tmp_path, with_class_file=False)
+  expected, _, from_tfr = _tfrecord_setup(tmp_path, with_class_file=False)
   prepare.prepare(from_tfr)
   names = tfds.builder_from_directory(prepare.dataset_dir(from_tfr)).info.features['label'].names
   assert names == expected.classes  # every class occurs in the fixture, named by clip/label/text
@@ -225,7 +225,7 @@ def test_tfrecord_reader_framing(tmp_path):
 
 
 def test_corrupt_tfrecords_are_quarantined(tmp_path):
-  _, _, from_tfr = _tfrecordvf.setup(tmp_path)
+  _, _, from_tfr = _tfrecord_setup(tmp_path)
   tfr = tmp_path / 'tfr'
   # A torn file (the second record cut short), a file that is not TFRecord, a record without frames.
   good = vf.sequence_example([vf.jpeg(0), vf.jpeg(1)], 1, 'x1')
