@@ -1,8 +1,13 @@
 """The one entry point: `python launch.py --mode=<mode> --config=configs/<recipe>.py [--config.x=y ...]`."""
 
+import logging
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+# JAX logs at INFO each backend it does not find (e.g. "Unable to initialize backend 'tpu'").
+logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
 
 MODES = ('summary', 'convert', 'prepare')
 
