@@ -11,6 +11,8 @@ def get_config() -> ml_collections.ConfigDict:
   """Returns the default config (STM-ResNet-50, T=8, 224x224)."""
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # Global batch (clips, or val/test views), split evenly over the hosts (paper: 8 GPUs x 8).
+  config.batch_size = 64
 
   config.model = ml_collections.ConfigDict()
   # 50 or 101: ResNet depth (blocks per stage 3-4-6-3 or 3-4-23-3).
@@ -49,6 +51,17 @@ def get_config() -> ml_collections.ConfigDict:
   # Optional label swap applied with a flip: pairs (label, label after flip), e.g.
   # ((86, 87), (87, 86)).
   config.data.flip_label_map = ()
+  # Loading (input_pipeline/pipeline.py). Train: TSN sampling + multi-scale crop; val: segment
+  # centres, centre crop; test: num_clips x num_crops views per video (paper 4.2: 10 x 3).
+  # 13 crop positions (TSM's default) instead of the 4 corners and the centre.
+  config.data.more_fix_crop = False
+  config.data.num_clips = 10
+  # 1 (centre) or 3 (both ends and centre of the long side), full short side, resized to crop_size.
+  config.data.num_crops = 3
+  # grain worker processes building batches; 0 = in this process.
+  config.data.num_workers = 0
+  # Threads building batches in each loading process (decode and resize release the GIL).
+  config.data.num_threads = 2
 
   # Preparation (`launch.py --mode=prepare`, input_pipeline/prepare.py).
   # Where the official download was unpacked; the converter finds its files inside.
@@ -69,4 +82,36 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.prepare_workers = 0
   # prepare: replace an existing dataset made from other annotations or settings.
   config.data.overwrite = False
+
+  # Training (`launch.py --mode=train`, stm_jax/train.py; paper 4.2, DESIGN.md section 4).
+  config.optim = ml_collections.ConfigDict()
+  # Learning rate for a global batch of 64 clips; the run uses base_lr * batch_size / 64.
+  config.optim.base_lr = 0.01
+  config.optim.momentum = 0.9
+  config.optim.nesterov = False
+  # L2 weight decay, added to the gradient before momentum (PyTorch SGD).
+  config.optim.weight_decay = 5e-4
+  # False: decay conv/dense kernels only, not BatchNorm scales/offsets nor biases (TSM's code);
+  # True: decay every parameter.
+  config.optim.decay_all_params = False
+  config.optim.epochs = 50
+  # The learning rate is multiplied by decay_factor at the start of each of these epochs.
+  config.optim.decay_epochs = (30, 40, 45)
+  config.optim.decay_factor = 0.1
+  # Linear warmup from base/warmup_steps to the scheduled rate over this many epochs (0 = none).
+  config.optim.warmup_epochs = 0.0
+  # Clip the gradient to this global L2 norm before weight decay (0 = off; TSM uses 20).
+  config.optim.clip_grad_norm = 0.0
+  # Split each global batch into this many sequential micro-batches, one update per batch
+  # (BatchNorm statistics are then per micro-batch).
+  config.optim.grad_accum_steps = 1
+
+  # Run bookkeeping.
+  config.checkpoint_every_steps = 1000
+  # Checkpoints kept in <workdir>/checkpoints (the oldest are deleted).
+  config.keep_checkpoints = 3
+  config.log_every_steps = 50
+  config.eval_every_epochs = 1
+  # '' = from scratch; else a directory written by `launch.py --mode=convert` (ImageNet init).
+  config.init_checkpoint = ''
   return config

@@ -1,0 +1,312 @@
+"""grain input pipelines: prepared videos -> batches of uint8 clips, one host's share of each batch.
+
+A source is any random-access sequence of video records (`len`, `[i]`), normally
+`open_source(config, split)` over the prepared TFDS ArrayRecord dataset; a record is
+`{'id', 'label' (-1: unlabeled), 'num_frames', 'fps', 'frames' (JPEG bytes, one per frame)}`.
+The frame count used is `len(frames)`.
+
+train  `grain.MapDataset` graph: global shuffle (`seed`; a new order each epoch) -> repeat ->
+       per-clip random sampling and augmentation (seeded by `seed + 1` and the clip's position in
+       the global stream, so a clip is the same whatever the host or worker count) -> this host's
+       share of the global stream (element `i * shard_count + shard_index`) -> batches of
+       `global_batch_size / shard_count`, remainder dropped. Infinite unless `num_epochs` is given;
+       a finite stream is cut to whole global batches so that every host runs the same steps.
+val    one view per video (segment centres, centre crop).
+test   `num_clips x num_crops` views per video (paper 4.2: 10 x 3).
+       Views are numbered video-major (video, clip, crop); the global batch `s` holds views
+       `[s * B, (s + 1) * B)` and host `h` its rows `[h * b, (h + 1) * b)`, so the concatenation
+       of the hosts' batches in process order is the global batch in view order. The last batch is
+       padded: padding rows have `mask` 0, `label` -1, `video_index` -1 and a zero clip. Every
+       host runs `num_eval_steps(...)` steps, computed from the global video count.
+
+Batches: `{'clips': uint8 (b, T, H, W, 3), 'label': int32 (b,)}`, plus for val/test
+`'mask': int32 (b,)` (1 real, 0 padding) and `'video_index': int32 (b,)` (index of the video in
+the source). Normalisation happens on device (DESIGN §2).
+
+Workers: `num_workers` > 0 runs the graph in that many `grain` worker processes (`mp_prefetch`,
+spawned: the calling program needs absl flags parsed and a `__main__` guard, DESIGN §7); 0 runs it
+in this process. Either way the batches are the same for a seed. Within each process
+`num_threads` threads build batches concurrently (JPEG decoding and resizing release the GIL).
+The iterator's state (`it.get_state()` / `it.set_state()`, or through Orbax with
+`grain.checkpoint.CheckpointSave(it)` / `CheckpointRestore(it)`) resumes the stream exactly.
+"""
+
+import dataclasses
+import functools
+import math
+import threading
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+
+from input_pipeline import sampling
+from input_pipeline import transforms
+
+MODES = ('train', 'val', 'test')
+# Augmentation seeds are derived from the shuffle seed so one `seed` fixes the whole stream.
+_AUGMENT_SEED_OFFSET = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSpec:
+  """What a clip is: frames per clip, sizes and augmentation (from `config.data`)."""
+  num_frames: int = 8
+  crop_size: int = 224
+  short_side: int = 256
+  random_flip: bool = True
+  flip_label_map: tuple[tuple[int, int], ...] = ()
+  scales: tuple[float, ...] = transforms.SCALES
+  max_distort: int = 1
+  more_fix_crop: bool = False
+  num_clips: int = 1
+  num_crops: int = 1
+
+  @classmethod
+  def from_config(cls, config) -> 'ClipSpec':
+    """Returns the clip spec that `config.data` describes."""
+    data = config.data
+    return cls(
+        num_frames=int(data.num_frames),
+        crop_size=int(data.crop_size),
+        short_side=int(data.short_side),
+        random_flip=bool(data.random_flip),
+        flip_label_map=normalize_label_map(data.flip_label_map),
+        scales=tuple(float(s) for s in data.get('scales', transforms.SCALES)),
+        max_distort=int(data.get('max_distort', 1)),
+        more_fix_crop=bool(data.get('more_fix_crop', False)),
+        num_clips=int(data.get('num_clips', 1)),
+        num_crops=int(data.get('num_crops', 1)),
+    )
+
+  def views_per_video(self, mode: str) -> int:
+    """Returns how many clips x crops one video gives in `mode` (val: always 1)."""
+    _check_mode(mode)
+    return self.num_clips * self.num_crops if mode == 'test' else 1
+
+
+def normalize_label_map(label_map: Any) -> tuple[tuple[int, int], ...]:
+  """Returns a flip label map (a dict or pairs `(label, label after flip)`) as sorted int pairs."""
+  if not label_map:
+    return ()
+  items = label_map.items() if hasattr(label_map, 'items') else label_map
+  pairs = tuple(sorted((int(a), int(b)) for a, b in items))
+  if len({a for a, _ in pairs}) != len(pairs):
+    raise ValueError(f'flip_label_map maps a label twice: {pairs}')
+  return pairs
+
+
+def _check_mode(mode: str) -> None:
+  if mode not in MODES:
+    raise ValueError(f'mode must be one of {MODES}, got {mode!r}.')
+
+
+class TrainClip(grain.transforms.RandomMap):
+  """Record -> `{'clips', 'label'}`: TSN sampling, multi-scale crop, resize, flip (+ label swap)."""
+
+  def __init__(self, spec: ClipSpec):
+    self._spec = spec
+    self._sizes = transforms.crop_sizes(spec.short_side, spec.crop_size, spec.scales,
+                                        spec.max_distort)
+    self._label_map = dict(spec.flip_label_map)
+
+  def random_map(self, record, rng: np.random.Generator):
+    """Builds one augmented training clip; `rng` fixes indices, crop and flip, in that order."""
+    spec = self._spec
+    frames = record['frames']
+    indices = sampling.train_indices(len(frames), spec.num_frames, rng)
+    crop = transforms.sample_train_crop(rng, num_sizes=len(self._sizes),
+                                        more_fix_crop=spec.more_fix_crop,
+                                        random_flip=spec.random_flip)
+    images = transforms.decode(frames, indices)
+    box_fn = functools.partial(transforms.train_box, crop=crop, short_side=spec.short_side,
+                               crop_size=spec.crop_size, scales=spec.scales,
+                               max_distort=spec.max_distort, more_fix_crop=spec.more_fix_crop)
+    clip = transforms.crop_resize(images, transforms.boxes_for(images, box_fn), spec.crop_size,
+                                  flip=crop.flip)
+    label = int(record['label'])
+    if crop.flip:
+      label = self._label_map.get(label, label)
+    return {'clips': clip, 'label': np.int32(label)}
+
+
+class EvalView(grain.transforms.Map):
+  """Local view number -> one val/test view of a video, or a padding view past the last one.
+
+  Holds the source: a view reads its video itself. The records and decoded frames of the last
+  video/clip seen by each thread are kept, so the crops of one clip are decoded once.
+  """
+
+  def __init__(self, source, spec: ClipSpec, mode: str, *, global_batch_size: int,
+               shard_index: int, shard_count: int):
+    _check_mode(mode)
+    if mode == 'train':
+      raise ValueError('EvalView is for val/test.')
+    self._source = source
+    self._spec = spec
+    self._mode = mode
+    self._views = spec.views_per_video(mode)
+    self._num_views = len(source) * self._views
+    self._global_batch = global_batch_size
+    self._local_batch = per_host_batch_size(global_batch_size, shard_count)
+    self._shard_index = shard_index
+    self._local = threading.local()
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    del state['_local']
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._local = threading.local()
+
+  def global_view(self, local_index: int) -> int:
+    """Returns the global view number of this host's `local_index`-th row."""
+    step, row = divmod(int(local_index), self._local_batch)
+    return step * self._global_batch + self._shard_index * self._local_batch + row
+
+  def _clip(self, video: int, clip: int) -> tuple[int, list[np.ndarray]]:
+    """Returns the video's label and the decoded frames of its clip `clip` (cached per thread)."""
+    cached = getattr(self._local, 'clip', None)
+    if cached is not None and cached[0] == (video, clip):
+      return cached[1], cached[2]
+    record = getattr(self._local, 'record', None)
+    if record is None or record[0] != video:
+      record = (video, self._source[video])
+      self._local.record = record
+    frames = record[1]['frames']
+    if self._mode == 'val':
+      indices = sampling.val_indices(len(frames), self._spec.num_frames)
+    else:
+      indices = sampling.test_indices(len(frames), self._spec.num_frames,
+                                      self._spec.num_clips)[clip]
+    label = int(record[1]['label'])
+    images = transforms.decode(frames, indices)
+    self._local.clip = ((video, clip), label, images)
+    return label, images
+
+  def map(self, local_index):
+    """Builds the view for this host's `local_index`-th row (mask 0 past the last view)."""
+    spec = self._spec
+    g = self.global_view(local_index)
+    if g >= self._num_views:
+      return {'clips': np.zeros((spec.num_frames, spec.crop_size, spec.crop_size, 3), np.uint8),
+              'label': np.int32(-1), 'mask': np.int32(0), 'video_index': np.int32(-1)}
+    video, view = divmod(g, self._views)
+    clip, crop = divmod(view, spec.num_crops if self._mode == 'test' else 1)
+    label, images = self._clip(video, clip)
+    if self._mode == 'val':
+      box_fn = functools.partial(transforms.center_box, short_side=spec.short_side,
+                                 crop_size=spec.crop_size)
+    else:
+      box_fn = lambda h, w: transforms.test_boxes(h, w, num_crops=spec.num_crops)[crop]
+    clips = transforms.crop_resize(images, transforms.boxes_for(images, box_fn), spec.crop_size)
+    return {'clips': clips, 'label': np.int32(label),
+            'mask': np.int32(1), 'video_index': np.int32(video)}
+
+
+def per_host_batch_size(global_batch_size: int, shard_count: int) -> int:
+  """Returns the batch each host loads: the global batch split evenly over the hosts."""
+  if global_batch_size < 1 or global_batch_size % shard_count:
+    raise ValueError(f'The global batch size {global_batch_size} must be a positive multiple of '
+                     f'the number of hosts {shard_count}.')
+  return global_batch_size // shard_count
+
+
+def num_eval_steps(num_videos: int, spec: ClipSpec, mode: str, global_batch_size: int) -> int:
+  """Returns the steps of one val/test pass: every view once, the last global batch padded."""
+  return math.ceil(num_videos * spec.views_per_video(mode) / global_batch_size)
+
+
+def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+  if shard_index is None or shard_count is None:
+    import jax  # pylint: disable=g-import-not-at-top  (not needed in grain workers)
+    shard_index = jax.process_index() if shard_index is None else shard_index
+    shard_count = jax.process_count() if shard_count is None else shard_count
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f'shard_index {shard_index} is not in [0, {shard_count}).')
+  return shard_index, shard_count
+
+
+def _to_iter(ds: grain.MapDataset, num_workers: int, num_threads: int) -> grain.IterDataset:
+  # A small buffer: elements are whole batches (64 clips at 224 are 77 MB).
+  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2, num_threads))
+  it = ds.to_iter_dataset(read)
+  if num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return it
+
+
+def train_dataset(source: Sequence, spec: ClipSpec, *, seed: int, global_batch_size: int,
+                  shard_index: int | None = None, shard_count: int | None = None,
+                  num_workers: int = 0, num_threads: int = 2,
+                  num_epochs: int | None = None) -> grain.IterDataset:
+  """Returns this host's training batches: globally shuffled, augmented, deterministic in `seed`.
+
+  `shard_index`/`shard_count` default to this JAX process and the process count.
+  """
+  shard_index, shard_count = _shard(shard_index, shard_count)
+  local_batch = per_host_batch_size(global_batch_size, shard_count)
+  if len(source) == 0:
+    raise ValueError('The training source is empty.')
+  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(num_epochs)
+  if num_epochs is not None:
+    ds = ds[:len(ds) // global_batch_size * global_batch_size]
+  ds = ds.random_map(TrainClip(spec), seed=seed + _AUGMENT_SEED_OFFSET)
+  ds = ds[shard_index::shard_count].batch(local_batch, drop_remainder=True)
+  return _to_iter(ds, num_workers, num_threads)
+
+
+def eval_dataset(source: Sequence, spec: ClipSpec, mode: str, *, global_batch_size: int,
+                 shard_index: int | None = None, shard_count: int | None = None,
+                 num_workers: int = 0, num_threads: int = 2) -> grain.IterDataset:
+  """Returns this host's val/test batches: every view of every video once, last batch padded.
+
+  Iterating yields exactly `num_eval_steps(len(source), spec, mode, global_batch_size)` batches
+  on every host.
+  """
+  shard_index, shard_count = _shard(shard_index, shard_count)
+  local_batch = per_host_batch_size(global_batch_size, shard_count)
+  steps = num_eval_steps(len(source), spec, mode, global_batch_size)
+  view = EvalView(source, spec, mode, global_batch_size=global_batch_size,
+                  shard_index=shard_index, shard_count=shard_count)
+  ds = grain.MapDataset.range(steps * local_batch).map(view).batch(local_batch)
+  return _to_iter(ds, num_workers, num_threads)
+
+
+def create_dataset(source: Sequence, config, mode: str, *, shard_index: int | None = None,
+                   shard_count: int | None = None, num_workers: int | None = None,
+                   num_threads: int | None = None) -> grain.IterDataset:
+  """Returns the `mode` pipeline that `config` describes (seed, batch size, data settings).
+
+  Worker and thread counts default to `config.data.num_workers` / `config.data.num_threads`.
+  """
+  _check_mode(mode)
+  spec = ClipSpec.from_config(config)
+  kwargs = dict(
+      global_batch_size=int(config.batch_size), shard_index=shard_index, shard_count=shard_count,
+      num_workers=int(config.data.num_workers if num_workers is None else num_workers),
+      num_threads=int(config.data.num_threads if num_threads is None else num_threads))
+  if mode == 'train':
+    return train_dataset(source, spec, seed=int(config.seed), **kwargs)
+  return eval_dataset(source, spec, mode, **kwargs)
+
+
+def open_source(config, split: str):
+  """Returns the random-access source of a prepared split ('train', 'validation', 'test')."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from input_pipeline import prepare  # pylint: disable=g-import-not-at-top
+  return tfds.builder_from_directory(prepare.dataset_dir(config)).as_data_source(split)
+
+
+def to_global_arrays(batch: dict[str, np.ndarray], mesh) -> dict[str, Any]:
+  """Assembles every host's batch into global `jax.Array`s sharded on the mesh's `data` axis.
+
+  Each host passes its own rows; the global batch is the hosts' rows in process order.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
+  sharding = NamedSharding(mesh, PartitionSpec('data'))
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items()}
