@@ -73,18 +73,12 @@ class ChannelwiseTemporalConv(nn.Module):
     channels = x.shape[-1]
     kernel = self.param('kernel', quarter_shift_init, (3, channels)).astype(self.dtype)
     clips = to_clips(x, self.num_frames)
-    n, t, h, w, c = clips.shape
-    if self.impl == 'shift':
-      zeros = jnp.zeros_like(clips[:, :1])
-      previous = jnp.concatenate([zeros, clips[:, :-1]], axis=1)
-      following = jnp.concatenate([clips[:, 1:], zeros], axis=1)
-      out = previous * kernel[0] + clips * kernel[1] + following * kernel[2]
-    else:
-      out = jax.lax.conv_general_dilated(
-          clips.reshape(n, t, h * w, c), kernel.reshape(3, 1, 1, c),
-          window_strides=(1, 1), padding=((1, 1), (0, 0)),
-          dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=c)
-    return to_frames(out.reshape(n, t, h, w, c))
+    if self.impl == 'grouped':
+      return _conv_over_time(clips, kernel[:, None, :], groups=channels)
+    zeros = jnp.zeros_like(clips[:, :1])
+    previous = jnp.concatenate([zeros, clips[:, :-1]], axis=1)
+    following = jnp.concatenate([clips[:, 1:], zeros], axis=1)
+    return to_frames(previous * kernel[0] + clips * kernel[1] + following * kernel[2])
 
 
 class FullTemporalConv(nn.Module):
@@ -99,13 +93,18 @@ class FullTemporalConv(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     channels = x.shape[-1]
     kernel = self.param('kernel', quarter_shift_init, (3, channels, channels))
-    clips = to_clips(x, self.num_frames)
-    n, t, h, w, c = clips.shape
-    out = jax.lax.conv_general_dilated(
-        clips.reshape(n, t, h * w, c), kernel.astype(self.dtype)[:, None],
-        window_strides=(1, 1), padding=((1, 1), (0, 0)),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return to_frames(out.reshape(n, t, h, w, c))
+    return _conv_over_time(to_clips(x, self.num_frames), kernel.astype(self.dtype), groups=1)
+
+
+def _conv_over_time(clips: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
+  """Convolves clips `(N, T, H, W, C)` over T by `kernel` `(3, C / groups, C_out)`, zero padding 1;
+  returns frames `(N*T, H, W, C_out)`."""
+  n, t, h, w, c = clips.shape
+  out = jax.lax.conv_general_dilated(
+      clips.reshape(n, t, h * w, c), kernel[:, None], window_strides=(1, 1),
+      padding=((1, 1), (0, 0)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      feature_group_count=groups)
+  return to_frames(out.reshape(n, t, h, w, -1))
 
 
 class DepthwiseConv3x3(nn.Module):
