@@ -9,7 +9,9 @@ from ml_collections import config_flags
 # JAX logs at INFO each backend it does not find (e.g. "Unable to initialize backend 'tpu'").
 logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
 
-MODES = ('summary', 'convert', 'prepare')
+MODES = ('summary', 'convert', 'prepare', 'train')
+# Exit status of a run stopped by SIGTERM after its checkpoint (128 + SIGTERM): rerun to resume.
+PREEMPTED_EXIT_CODE = 143
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('mode', 'summary', MODES, 'What to run.')
@@ -17,6 +19,15 @@ config_flags.DEFINE_config_file('config', 'configs/sthv1.py', 'Recipe file; fiel
                                 lock_config=True)
 flags.DEFINE_string('input', None, 'convert: a .pth, .safetensors or .npz state dict.')
 flags.DEFINE_string('output', None, 'convert: the Orbax checkpoint directory to write.')
+flags.DEFINE_string('workdir', None, 'train: the run directory (checkpoints); a rerun resumes it.')
+flags.DEFINE_enum('distributed', 'auto', ('auto', 'yes', 'no'),
+                  'jax.distributed.initialize() before training: yes, no, or auto (when the '
+                  'environment shows several processes: SLURM, Open MPI, TPU VMs, '
+                  'JAX_COORDINATOR_ADDRESS).')
+flags.DEFINE_string('coordinator_address', None,
+                    'Multi-process runs outside SLURM/TPU/MPI: host:port of process 0 (on all).')
+flags.DEFINE_integer('num_processes', None, 'Multi-process runs: how many processes in all.')
+flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process (0 .. num_processes-1).')
 
 
 def main(argv):
@@ -34,6 +45,22 @@ def main(argv):
   elif FLAGS.mode == 'prepare':
     from input_pipeline import prepare
     prepare.main(config)
+  elif FLAGS.mode == 'train':
+    if not FLAGS.workdir:
+      raise app.UsageError('--mode=train needs --workdir=<run directory>')
+    from stm_jax import sharding
+    sharding.maybe_initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
+                                          FLAGS.num_processes, FLAGS.process_id)
+    from stm_jax import trainer
+    try:
+      result = trainer.train_and_evaluate(config, FLAGS.workdir)
+    except trainer.NonFiniteLossError as e:
+      raise SystemExit(f'error: {e}') from None
+    if result.preempted:
+      print(f'preempted at step {result.step} of {result.total_steps}: checkpoint saved in '
+            f'{FLAGS.workdir}; rerun the same command to resume')
+      raise SystemExit(PREEMPTED_EXIT_CODE)
+    print(f'trained {result.step} steps in {FLAGS.workdir}')
 
 
 if __name__ == '__main__':

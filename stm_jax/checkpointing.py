@@ -1,0 +1,109 @@
+"""Checkpoints of a run: train state and input-iterator state together, async, last K kept.
+
+`<workdir>/checkpoints/<step>/` holds `state` (Orbax StandardSave of the TrainState) and, when
+the run has a grain iterator, `data_iter` (one JSON state per process), so a resumed run sees
+exactly the batches it would have seen (DESIGN.md section 7). Saves are asynchronous: the
+arrays are copied off the devices and written in the background while training goes on; the
+iterator state, a few bytes, is written before `save` returns, so it matches the train state.
+
+Half-written checkpoints never count: Orbax writes into a temporary directory and renames it
+when complete (a leftover of a killed run is removed when the manager opens). A checkpoint that
+is complete on disk but cannot be read back (a truncated or deleted file) is renamed to
+`corrupt-<step>-<time>` with a warning, and the previous one is used.
+"""
+
+import os
+import time
+from typing import Any
+
+from absl import logging
+import grain
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = 'checkpoints'
+
+
+def _all_processes_agree(ok: bool) -> bool:
+  """Whether `ok` holds on every process (so that all take the same branch)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+
+
+class Checkpointer:
+  """Saves and restores `{'state', 'data_iter'}` checkpoints under `<workdir>/checkpoints`."""
+
+  def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
+    """Opens (creating) the checkpoint directory of `workdir`; keeps the last `keep` saves."""
+    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+        enable_async_checkpointing=async_save)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def all_steps(self) -> list[int]:
+    """The steps of the finished checkpoints on disk, ascending."""
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, data_iter: Any = None) -> None:
+    """Starts saving `state` (and the iterator's current position) as checkpoint `step`.
+
+    Returns once the arrays are copied off the devices; call `wait` before exiting.
+    """
+    items = {'state': ocp.args.StandardSave(state)}
+    if data_iter is not None:
+      items['data_iter'] = grain.checkpoint.CheckpointSave(data_iter)
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+    logging.info('checkpoint %d: saving to %s', step, self.directory)
+
+  def _restore(self, step: int, abstract_state: Any, data_iter: Any) -> Any:
+    items = {'state': ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+      items['data_iter'] = grain.checkpoint.CheckpointRestore(data_iter)
+    return self._manager.restore(step, args=ocp.args.Composite(**items)).state
+
+  def _set_aside(self, step: int) -> str:
+    """Renames checkpoint `step` so that the manager no longer sees it; returns the new path."""
+    target = os.path.join(self.directory, f'corrupt-{step}-{int(time.time())}')
+    if jax.process_index() == 0:
+      os.rename(os.path.join(self.directory, str(step)), target)
+    multihost_utils.sync_global_devices(f'checkpoint {step} set aside')
+    self._manager.reload()
+    return target
+
+  def restore_latest(self, abstract_state: Any, data_iter: Any = None) -> Any | None:
+    """Returns the newest readable train state, or None when there is no checkpoint.
+
+    `abstract_state` gives the tree, shapes, dtypes and shardings to restore into (e.g.
+    `jax.tree.map(ocp.utils.to_shape_dtype_struct, state)`); `data_iter`, if given, is moved to
+    the saved position. Unreadable checkpoints are set aside with a warning, newest first.
+    """
+    start = data_iter.get_state() if data_iter is not None else None
+    for step in reversed(self.all_steps()):
+      reason = 'another process could not read it'
+      try:
+        state = self._restore(step, abstract_state, data_iter)
+        ok = True
+      except Exception as e:  # pylint: disable=broad-except
+        reason, ok = f'{type(e).__name__}: {str(e)[:500]}', False
+      if _all_processes_agree(ok):
+        logging.info('resuming from checkpoint %d in %s', step, self.directory)
+        return state
+      target = self._set_aside(step)
+      logging.warning('checkpoint %d in %s cannot be read (%s); moved to %s, trying the '
+                      'previous one', step, self.directory, reason, target)
+    if start is not None:
+      data_iter.set_state(start)  # A failed restore may have moved it.
+    return None
+
+  def wait(self) -> None:
+    """Blocks until the pending save is on disk (and raises if it failed)."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for the pending save and releases the manager."""
+    self._manager.wait_until_finished()
+    self._manager.close()

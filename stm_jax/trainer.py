@@ -1,0 +1,164 @@
+"""`launch.py --mode=train`: the training loop, checkpointed, resumable, preemptible.
+
+A run lives in its workdir: it resumes from the newest readable checkpoint there (train state
+and input position, so the continuation is exactly the uninterrupted run), saves every
+`config.checkpoint_every_steps` steps, on SIGTERM and at the end, and keeps the last
+`config.keep_checkpoints`. Losses are checked on the host at every log and before every save
+(one transfer of the metrics gathered since the last check, so the device never waits on the
+host in between): a non-finite loss or gradient stops the run before it can be saved.
+"""
+
+import dataclasses
+import os
+import time
+from typing import Any, Iterator, Sequence
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from stm_jax import checkpointing
+from stm_jax import models
+from stm_jax import optim
+from stm_jax import preemption
+from stm_jax import sharding
+from stm_jax import train
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss (or the gradient norm) became NaN or infinite; the run stopped unsaved."""
+
+
+@dataclasses.dataclass
+class RunResult:
+  """How a call of `train_and_evaluate` ended."""
+  step: int  # Steps done (the state's step count).
+  total_steps: int
+  preempted: bool  # Stopped early on SIGTERM, after a checkpoint.
+  metrics: dict[str, float]  # Means since the last log.
+
+
+def _fail(field: str, value, why: str):
+  raise ValueError(f'config.{field}={value!r}: {why}')
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Checks every field a training run reads, raising a ValueError naming the bad one."""
+  models.check_model_config(config)
+  optim.check_optim_config(config)
+  for field in ('checkpoint_every_steps', 'keep_checkpoints', 'log_every_steps'):
+    value = config[field]
+    if not isinstance(value, int) or value < 1:
+      _fail(field, value, 'must be a positive integer')
+  if config.eval_every_epochs < 0:
+    _fail('eval_every_epochs', config.eval_every_epochs, 'must be >= 0 (0 = never)')
+  if config.init_checkpoint and not os.path.isdir(config.init_checkpoint):
+    _fail('init_checkpoint', config.init_checkpoint,
+          'is not a directory (write one with launch.py --mode=convert)')
+  if config.data.num_classes < 1:
+    _fail('data.num_classes', config.data.num_classes, 'must be set for training')
+
+
+def _train_source(config: ml_collections.ConfigDict):
+  """The prepared training split (input_pipeline/prepare.py)."""
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.open_source(config, 'train')
+
+
+def _train_iterator(config: ml_collections.ConfigDict, source: Sequence) -> Iterator:
+  """This process's infinite stream of training batches, with get_state/set_state."""
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+  return iter(pipeline.create_dataset(source, config, 'train'))
+
+
+def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """ImageNet (or other) weights from `config.init_checkpoint`, or None for a fresh init."""
+  if not config.init_checkpoint:
+    return None
+  from stm_jax import convert  # pylint: disable=g-import-not-at-top
+  logging.info('initial weights from %s', config.init_checkpoint)
+  return convert.restore(config.init_checkpoint)
+
+
+def _to_host(tree: Any) -> Any:
+  """Numpy copies of replicated arrays (each process reads its own replica)."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def _check_finite(pending: list[tuple[int, dict]], checkpoint_dir: str,
+                  last_saved: int | None) -> dict[str, float]:
+  """Fetches the metrics of the steps since the last check; raises on a non-finite one.
+
+  Returns their means.
+  """
+  steps = [s for s, _ in pending]
+  values = _to_host([m for _, m in pending])
+  for step, m in zip(steps, values):
+    bad = {k: float(v) for k, v in m.items() if k in ('loss', 'grad_norm') and not np.isfinite(v)}
+    if bad:
+      where = (f'the last checkpoint is step {last_saved} in {checkpoint_dir}' if last_saved
+               is not None else 'no checkpoint was saved')
+      raise NonFiniteLossError(
+          f'non-finite {", ".join(f"{k}={v}" for k, v in bad.items())} at step {step}: stopping '
+          f'without saving ({where}). Try a lower config.optim.base_lr, '
+          'config.optim.clip_grad_norm=20 or config.optim.warmup_epochs.')
+  return {k: float(np.mean([m[k] for m in values])) for k in values[0]}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       train_source: Sequence | None = None) -> RunResult:
+  """Trains `config` in `workdir` to `config.optim.epochs`, resuming whatever is there.
+
+  `train_source`: a random-access sequence of video records to train on instead of the
+  prepared dataset of `config.data` (tests, custom sources).
+  Raises NonFiniteLossError when the loss diverges. Evaluation is not run yet.
+  """
+  check_config(config)
+  mesh = sharding.make_mesh()
+  source = _train_source(config) if train_source is None else train_source
+  num_examples = len(source)
+  tx = optim.create_optimizer(config, num_examples)
+  total = optim.total_steps(config, num_examples)
+  schedule = optim.learning_rate_schedule(config, num_examples)
+  model = models.create(config)
+  data_iter = _train_iterator(config, source)
+  step_fn = train.jit_train_step(model, tx, config, mesh)
+  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+  try:
+    state = ckpt.restore_latest(train.abstract_train_state(model, tx, config, mesh), data_iter)
+    if state is None:
+      state = train.init_train_state(model, tx, config, mesh, _initial_variables(config))
+    step = int(_to_host(state.step))
+    last_saved = step if ckpt.all_steps() else None
+    logging.info('%s at step %d of %d (%d videos, global batch %d, %d devices)',
+                 'resuming' if step else 'starting', step, total, num_examples,
+                 config.batch_size, jax.device_count())
+    pending, metrics, preempted = [], {}, False
+    tick, tick_step = time.time(), step
+    with preemption.PreemptionWatcher() as watcher:
+      while step < total:
+        batch = sharding.global_batch(next(data_iter), mesh)
+        state, step_metrics = step_fn(state, batch)
+        step += 1
+        pending.append((step, step_metrics))
+        preempted = watcher.reached(step)
+        save = step % config.checkpoint_every_steps == 0 or step == total or preempted
+        if save or step % config.log_every_steps == 0:
+          metrics = _check_finite(pending, ckpt.directory, last_saved)
+          pending = []
+          now = time.time()
+          logging.info('step %d/%d: loss %.4f top1 %.3f grad_norm %.3g lr %.3g (%.2f steps/s)',
+                       step, total, metrics['loss'], metrics['top1'], metrics['grad_norm'],
+                       float(schedule(step - 1)), (step - tick_step) / max(now - tick, 1e-9))
+          tick, tick_step = now, step
+        if save:
+          ckpt.save(step, state, data_iter)
+          last_saved = step
+        # Integration point (issue 4, item 4): evaluation every config.eval_every_epochs.
+        if preempted:
+          logging.warning('preempted: stopped at step %d after saving; rerun to resume', step)
+          break
+  finally:
+    ckpt.close()
+  return RunResult(step=step, total_steps=total, preempted=preempted, metrics=metrics)
