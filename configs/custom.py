@@ -8,9 +8,10 @@ and training needs it set (`--config.data.num_classes=N`). Horizontal flip is on
 from configs import default
 
 
-def get_config():
-  """Returns the custom-data recipe."""
+def get_config(num_frames: str = '8'):
+  """Returns the custom-data recipe (`configs/custom.py:16` for 16 frames)."""
   config = default.get_config()
+  config.data.num_frames = int(num_frames)
   config.data.dataset = 'custom'
   config.data.num_classes = 0
   config.data.random_flip = True

@@ -7,9 +7,10 @@ gestures such as "Swiping Left" / "Swiping Right" are mirror images of each othe
 from configs import default
 
 
-def get_config():
-  """Returns the Jester recipe."""
+def get_config(num_frames: str = '8'):
+  """Returns the Jester recipe (`configs/jester.py:16` for 16 frames)."""
   config = default.get_config()
+  config.data.num_frames = int(num_frames)
   config.data.dataset = 'jester'
   config.data.num_classes = 27
   config.data.random_flip = False

@@ -7,9 +7,10 @@ Raw data: the annotation csvs (`train.csv`, `validate.csv`, `test.csv`) and the 
 from configs import default
 
 
-def get_config():
-  """Returns the Kinetics-400 recipe."""
+def get_config(num_frames: str = '8'):
+  """Returns the Kinetics-400 recipe (`configs/kinetics400.py:16` for 16 frames)."""
   config = default.get_config()
+  config.data.num_frames = int(num_frames)
   config.data.dataset = 'kinetics400'
   config.data.num_classes = 400
   config.data.random_flip = True

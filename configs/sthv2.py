@@ -7,9 +7,10 @@ No horizontal flip: left/right is part of the label.
 from configs import default
 
 
-def get_config():
-  """Returns the Something-Something v2 recipe."""
+def get_config(num_frames: str = '8'):
+  """Returns the Something-Something v2 recipe (`configs/sthv2.py:16` for 16 frames)."""
   config = default.get_config()
+  config.data.num_frames = int(num_frames)
   config.data.dataset = 'sthv2'
   config.data.num_classes = 174
   config.data.random_flip = False

@@ -1,4 +1,8 @@
-"""A tiny STM network for tests and smoke runs on CPU: width 16, one block a stage, 4 frames at 32x32."""
+"""A tiny STM network for tests and smoke runs on CPU: width 16, one block a stage, 4 frames at 32x32.
+
+Trains in seconds on any prepared dataset: pass `--config.data.dataset`, `--config.data.data_dir`
+and `--config.data.num_classes` of it.
+"""
 
 from configs import default
 
@@ -13,4 +17,9 @@ def get_config():
   config.data.num_classes = 5
   config.data.num_frames = 4
   config.data.crop_size = 32
+  config.batch_size = 4
+  config.optim.epochs = 4
+  config.optim.decay_epochs = (3,)
+  config.checkpoint_every_steps = 4
+  config.log_every_steps = 1
   return config

@@ -7,11 +7,17 @@ Raw data: `UCF-101/<Class>/*.avi` and `ucfTrainTestlist/`. Choose the split with
 from configs import default
 
 
-def get_config():
-  """Returns the UCF-101 recipe (split 1 by default)."""
+def get_config(num_frames: str = '8'):
+  """Returns the UCF-101 recipe (split 1 by default) (`configs/ucf101.py:16` for 16 frames)."""
   config = default.get_config()
+  config.data.num_frames = int(num_frames)
   config.data.dataset = 'ucf101'
   config.data.num_classes = 101
   config.data.split = 1
   config.data.random_flip = True
+  # Fine-tuning from Kinetics weights (paper 4.2): lr 0.001, 25 epochs, x0.1 every 15.
+  # Set config.init_checkpoint to Kinetics STM weights converted with `--mode=convert`.
+  config.optim.base_lr = 0.001
+  config.optim.epochs = 25
+  config.optim.decay_epochs = (15,)
   return config
