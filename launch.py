@@ -8,8 +8,11 @@ from ml_collections import config_flags
 
 # JAX logs at INFO each backend it does not find (e.g. "Unable to initialize backend 'tpu'").
 logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
+# Orbax logs every step of every save at INFO through absl's logger; keep its warnings only.
+logging.getLogger('absl').addFilter(
+    lambda record: record.levelno >= logging.WARNING or '/orbax/' not in record.pathname)
 
-MODES = ('summary', 'convert', 'prepare', 'train')
+MODES = ('summary', 'convert', 'prepare', 'train', 'eval')
 # Exit status of a run stopped by SIGTERM after its checkpoint (128 + SIGTERM): rerun to resume.
 PREEMPTED_EXIT_CODE = 143
 
@@ -19,7 +22,11 @@ config_flags.DEFINE_config_file('config', 'configs/sthv1.py', 'Recipe file; fiel
                                 lock_config=True)
 flags.DEFINE_string('input', None, 'convert: a .pth, .safetensors or .npz state dict.')
 flags.DEFINE_string('output', None, 'convert: the Orbax checkpoint directory to write.')
-flags.DEFINE_string('workdir', None, 'train: the run directory (checkpoints); a rerun resumes it.')
+flags.DEFINE_string('workdir', None, 'train: the run directory (checkpoints); a rerun resumes it. '
+                    'eval: the run whose checkpoint is evaluated (results go there too).')
+flags.DEFINE_enum('eval_protocol', 'val', ('val', 'test'),
+                  'eval: val (1 clip, centre crop) or test (num_clips x num_crops views).')
+flags.DEFINE_integer('checkpoint_step', None, 'eval: the checkpoint to evaluate (default: latest).')
 flags.DEFINE_enum('distributed', 'auto', ('auto', 'yes', 'no'),
                   'jax.distributed.initialize() before training: yes, no, or auto (when the '
                   'environment shows several processes: SLURM, Open MPI, TPU VMs, '
@@ -45,12 +52,16 @@ def main(argv):
   elif FLAGS.mode == 'prepare':
     from input_pipeline import prepare
     prepare.main(config)
-  elif FLAGS.mode == 'train':
+  elif FLAGS.mode in ('train', 'eval'):
     if not FLAGS.workdir:
-      raise app.UsageError('--mode=train needs --workdir=<run directory>')
+      raise app.UsageError(f'--mode={FLAGS.mode} needs --workdir=<run directory>')
     from stm_jax import sharding
     sharding.maybe_initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
                                           FLAGS.num_processes, FLAGS.process_id)
+    if FLAGS.mode == 'eval':
+      from stm_jax import evaluate
+      evaluate.main(config, FLAGS.workdir, FLAGS.eval_protocol, FLAGS.checkpoint_step)
+      return
     from stm_jax import trainer
     try:
       result = trainer.train_and_evaluate(config, FLAGS.workdir)
