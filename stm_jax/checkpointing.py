@@ -65,6 +65,16 @@ class Checkpointer:
       items['data_iter'] = grain.checkpoint.CheckpointRestore(data_iter)
     return self._manager.restore(step, args=ocp.args.Composite(**items)).state
 
+  def restore(self, step: int, abstract_state: Any) -> Any:
+    """Returns the train state of checkpoint `step` (evaluation of a named checkpoint).
+
+    Raises a ValueError listing the checkpoints on disk when there is no such step.
+    """
+    if step not in self.all_steps():
+      raise ValueError(f'no checkpoint {step} in {self.directory} (there are: '
+                       f'{self.all_steps() or "none"})')
+    return self._restore(step, abstract_state, None)
+
   def _set_aside(self, step: int) -> str:
     """Renames checkpoint `step` so that the manager no longer sees it; returns the new path."""
     target = os.path.join(self.directory, f'corrupt-{step}-{int(time.time())}')
