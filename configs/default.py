@@ -55,6 +55,8 @@ def get_config() -> ml_collections.ConfigDict:
   # centres, centre crop; test: num_clips x num_crops views per video (paper 4.2: 10 x 3).
   # 13 crop positions (TSM's default) instead of the 4 corners and the centre.
   config.data.more_fix_crop = False
+  # The split `launch.py --mode=eval` reads ('validation', or 'test' where it is labelled).
+  config.data.eval_split = 'validation'
   config.data.num_clips = 10
   # 1 (centre) or 3 (both ends and centre of the long side), full short side, resized to crop_size.
   config.data.num_crops = 3
