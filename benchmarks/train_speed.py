@@ -1,0 +1,94 @@
+"""Training throughput of the real loop: the sharded train step fed by the real grain pipeline.
+
+Builds an in-memory source of synthetic videos (256x340 JPEG frames, as the converter stores them),
+the train pipeline of `input_pipeline/pipeline.py` and the jitted step of `stm_jax/train.py`, then
+times `--steps` steps after `--warmup` and prints one markdown row: clips/s, step time, the
+fraction of time spent waiting for data, and peak memory (host RSS; device peak where the
+backend reports it).
+
+  PYTHONPATH=. python benchmarks/train_speed.py --batch=2 --frames=8 --size=224 --steps=5
+"""
+
+import argparse
+import datetime
+import resource
+import time
+
+import jax
+import numpy as np
+
+from benchmarks import input_pipeline_speed
+from configs import default
+from input_pipeline import pipeline
+from stm_jax import models
+from stm_jax import optim
+from stm_jax import sharding
+from stm_jax import train
+
+
+def _parse():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--batch', type=int, default=2)
+  parser.add_argument('--frames', type=int, default=8)
+  parser.add_argument('--size', type=int, default=224)
+  parser.add_argument('--module', default='stm')
+  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
+  parser.add_argument('--videos', type=int, default=16)
+  parser.add_argument('--frames_per_video', type=int, default=48)
+  parser.add_argument('--workers', type=int, default=0, help='grain worker processes')
+  parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--steps', type=int, default=5)
+  return parser.parse_args()
+
+
+def main():
+  args = _parse()
+  config = default.get_config()
+  config.batch_size = args.batch
+  config.model.temporal_module = args.module
+  config.model.dtype = args.dtype
+  config.data.num_frames = args.frames
+  config.data.crop_size = args.size
+  config.data.num_workers = args.workers
+  rng = np.random.default_rng(0)
+  source = [{'id': str(i), 'label': i % config.data.num_classes,
+             'num_frames': args.frames_per_video, 'fps': 12.0,
+             'frames': input_pipeline_speed.synthetic_frames(args.frames_per_video, rng)}
+            for i in range(args.videos)]
+
+  mesh = sharding.make_mesh()
+  model = models.create(config)
+  tx = optim.create_optimizer(config, len(source))
+  state = train.init_train_state(model, tx, config, mesh)
+  step_fn = train.jit_train_step(model, tx, config, mesh)
+  data = iter(pipeline.create_dataset(source, config, 'train'))
+
+  wait = compute = 0.0
+  for i in range(args.warmup + args.steps):
+    start = time.perf_counter()
+    batch = sharding.global_batch(next(data), mesh)
+    loaded = time.perf_counter()
+    state, metrics = step_fn(state, batch)
+    jax.block_until_ready(metrics)
+    done = time.perf_counter()
+    if i >= args.warmup:
+      wait += loaded - start
+      compute += done - loaded
+  total = wait + compute
+  host_peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+  device = jax.devices()[0]
+  stats = device.memory_stats() or {}
+  device_peak = (f'{stats["peak_bytes_in_use"] / 2**30:.2f} GiB' if 'peak_bytes_in_use' in stats
+                 else 'n/a')
+  print(f'# train_speed {datetime.date.today()} | jax {jax.__version__} '
+        f'{device.platform}:{device.device_kind} x{jax.device_count()} | {args.module} R50 | '
+        f'batch {args.batch} x {args.frames} x {args.size}^2 | {args.dtype} | '
+        f'{args.workers} grain workers | {args.steps} steps after {args.warmup}')
+  print('| clips/s | step time (s) | data-wait fraction | host peak RSS | device peak |')
+  print('|---|---|---|---|---|')
+  print(f'| {args.batch * args.steps / total:.3f} | {total / args.steps:.3f} | '
+        f'{wait / total:.4f} | {host_peak_gib:.2f} GiB | {device_peak} |')
+
+
+if __name__ == '__main__':
+  main()
