@@ -117,3 +117,12 @@ def get_config() -> ml_collections.ConfigDict:
   # '' = from scratch; else a directory written by `launch.py --mode=convert` (ImageNet init).
   config.init_checkpoint = ''
   return config
+
+
+def use_fine_tune_schedule(config: ml_collections.ConfigDict) -> None:
+  """Sets the paper's UCF-101/HMDB-51 schedule (4.2): from Kinetics weights, lr 0.001 for 25
+  epochs, x0.1 every 15. Set `config.init_checkpoint` to Kinetics STM weights converted with
+  `launch.py --mode=convert`."""
+  config.optim.base_lr = 0.001
+  config.optim.epochs = 25
+  config.optim.decay_epochs = (15,)

@@ -15,9 +15,5 @@ def get_config(num_frames: str = '8'):
   config.data.num_classes = 101
   config.data.split = 1
   config.data.random_flip = True
-  # Fine-tuning from Kinetics weights (paper 4.2): lr 0.001, 25 epochs, x0.1 every 15.
-  # Set config.init_checkpoint to Kinetics STM weights converted with `--mode=convert`.
-  config.optim.base_lr = 0.001
-  config.optim.epochs = 25
-  config.optim.decay_epochs = (15,)
+  default.use_fine_tune_schedule(config)
   return config
