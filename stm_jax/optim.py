@@ -24,43 +24,43 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from stm_jax import config_errors
+
 # The global batch that `optim.base_lr` is given for (paper: 8 GPUs x 8 clips).
 REFERENCE_BATCH = 64
 
-
-def _fail(field: str, value, why: str):
-  raise ValueError(f'config.{field}={value!r}: {why}')
 
 
 def check_optim_config(config: ml_collections.ConfigDict) -> None:
   """Checks `batch_size` and the `optim` fields, raising a ValueError naming the bad field."""
   o = config.optim
   if not isinstance(config.batch_size, int) or config.batch_size < 1:
-    _fail('batch_size', config.batch_size, 'must be a positive integer')
+    config_errors.fail('batch_size', config.batch_size, 'must be a positive integer')
   if not o.base_lr > 0:
-    _fail('optim.base_lr', o.base_lr, 'must be positive')
+    config_errors.fail('optim.base_lr', o.base_lr, 'must be positive')
   if not 0 <= o.momentum < 1:
-    _fail('optim.momentum', o.momentum, 'must be in [0, 1)')
+    config_errors.fail('optim.momentum', o.momentum, 'must be in [0, 1)')
   if o.nesterov and o.momentum == 0:
-    _fail('optim.nesterov', o.nesterov, 'needs optim.momentum > 0')
+    config_errors.fail('optim.nesterov', o.nesterov, 'needs optim.momentum > 0')
   if o.weight_decay < 0:
-    _fail('optim.weight_decay', o.weight_decay, 'must be >= 0')
+    config_errors.fail('optim.weight_decay', o.weight_decay, 'must be >= 0')
   if not o.epochs > 0:
-    _fail('optim.epochs', o.epochs, 'must be positive')
+    config_errors.fail('optim.epochs', o.epochs, 'must be positive')
   decay = tuple(o.decay_epochs)
   if list(decay) != sorted(set(decay)) or any(not 0 < e < o.epochs for e in decay):
-    _fail('optim.decay_epochs', decay,
+    config_errors.fail('optim.decay_epochs', decay,
           f'must be increasing epochs strictly between 0 and optim.epochs={o.epochs}')
   if not 0 < o.decay_factor <= 1:
-    _fail('optim.decay_factor', o.decay_factor, 'must be in (0, 1]')
+    config_errors.fail('optim.decay_factor', o.decay_factor, 'must be in (0, 1]')
   if not 0 <= o.warmup_epochs < o.epochs:
-    _fail('optim.warmup_epochs', o.warmup_epochs, f'must be in [0, optim.epochs={o.epochs})')
+    config_errors.fail('optim.warmup_epochs', o.warmup_epochs,
+                       f'must be in [0, optim.epochs={o.epochs})')
   if o.clip_grad_norm < 0:
-    _fail('optim.clip_grad_norm', o.clip_grad_norm, 'must be >= 0 (0 = off)')
+    config_errors.fail('optim.clip_grad_norm', o.clip_grad_norm, 'must be >= 0 (0 = off)')
   if not isinstance(o.grad_accum_steps, int) or o.grad_accum_steps < 1:
-    _fail('optim.grad_accum_steps', o.grad_accum_steps, 'must be a positive integer')
+    config_errors.fail('optim.grad_accum_steps', o.grad_accum_steps, 'must be a positive integer')
   if config.batch_size % o.grad_accum_steps:
-    _fail('optim.grad_accum_steps', o.grad_accum_steps,
+    config_errors.fail('optim.grad_accum_steps', o.grad_accum_steps,
           f'must divide batch_size={config.batch_size}')
 
 

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from stm_jax import checkpointing
+from stm_jax import config_errors
 from stm_jax import models
 from stm_jax import optim
 from stm_jax import preemption
@@ -39,9 +40,6 @@ class RunResult:
   metrics: dict[str, float]  # Means since the last log.
 
 
-def _fail(field: str, value, why: str):
-  raise ValueError(f'config.{field}={value!r}: {why}')
-
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Checks every field a training run reads, raising a ValueError naming the bad one."""
@@ -50,14 +48,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for field in ('checkpoint_every_steps', 'keep_checkpoints', 'log_every_steps'):
     value = config[field]
     if not isinstance(value, int) or value < 1:
-      _fail(field, value, 'must be a positive integer')
+      config_errors.fail(field, value, 'must be a positive integer')
   if config.eval_every_epochs < 0:
-    _fail('eval_every_epochs', config.eval_every_epochs, 'must be >= 0 (0 = never)')
+    config_errors.fail('eval_every_epochs', config.eval_every_epochs, 'must be >= 0 (0 = never)')
   if config.init_checkpoint and not os.path.isdir(config.init_checkpoint):
-    _fail('init_checkpoint', config.init_checkpoint,
+    config_errors.fail('init_checkpoint', config.init_checkpoint,
           'is not a directory (write one with launch.py --mode=convert)')
-  if config.data.num_classes < 1:
-    _fail('data.num_classes', config.data.num_classes, 'must be set for training')
 
 
 def _train_source(config: ml_collections.ConfigDict):

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from stm_jax import config_errors
 from stm_jax.models import resnet
 from stm_jax.models import temporal
 
@@ -13,41 +14,41 @@ DEFAULT_CHANNELWISE_IMPL = {'cpu': 'shift', 'gpu': 'shift', 'tpu': 'shift'}
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-def _fail(field: str, value, why: str):
-  raise ValueError(f'config.{field}={value!r}: {why}')
-
 
 def check_model_config(config: ml_collections.ConfigDict) -> None:
   """Checks the model fields of a config, raising a ValueError that names the bad field."""
   m = config.model
   if m.temporal_module not in resnet.TEMPORAL_MODULES:
-    _fail('model.temporal_module', m.temporal_module, f'must be one of {resnet.TEMPORAL_MODULES}')
+    config_errors.fail('model.temporal_module', m.temporal_module,
+                       f'must be one of {resnet.TEMPORAL_MODULES}')
   if m.temporal_conv not in resnet.TEMPORAL_CONVS:
-    _fail('model.temporal_conv', m.temporal_conv, f'must be one of {resnet.TEMPORAL_CONVS}')
+    config_errors.fail('model.temporal_conv', m.temporal_conv,
+                       f'must be one of {resnet.TEMPORAL_CONVS}')
   if not set(m.stages) <= {2, 3, 4, 5}:
-    _fail('model.stages', m.stages, 'stages are numbered 2-5 as in the paper')
+    config_errors.fail('model.stages', m.stages, 'stages are numbered 2-5 as in the paper')
   if not m.blocks and m.depth not in resnet.BLOCKS_BY_DEPTH:
-    _fail('model.depth', m.depth, f'must be one of {sorted(resnet.BLOCKS_BY_DEPTH)} '
+    config_errors.fail('model.depth', m.depth, f'must be one of {sorted(resnet.BLOCKS_BY_DEPTH)} '
           '(or set model.blocks)')
   if m.blocks and (len(m.blocks) != 4 or min(m.blocks) < 1):
-    _fail('model.blocks', m.blocks, 'needs four stages of at least one block')
+    config_errors.fail('model.blocks', m.blocks, 'needs four stages of at least one block')
   if m.width < 1:
-    _fail('model.width', m.width, 'must be positive')
+    config_errors.fail('model.width', m.width, 'must be positive')
   if m.temporal_module in ('cmm', 'stm', 'stm_concat') and m.width // m.cmm_reduction < 1:
-    _fail('model.cmm_reduction', m.cmm_reduction,
+    config_errors.fail('model.cmm_reduction', m.cmm_reduction,
           f'CMM needs at least one reduced channel: model.width={m.width} // cmm_reduction is 0')
   if m.temporal_module == 'tsm' and m.width // m.tsm_fold_div < 1:
-    _fail('model.tsm_fold_div', m.tsm_fold_div, 'shifts no channel at this width')
+    config_errors.fail('model.tsm_fold_div', m.tsm_fold_div, 'shifts no channel at this width')
   if m.dtype not in DTYPES:
-    _fail('model.dtype', m.dtype, f'must be one of {tuple(DTYPES)}')
+    config_errors.fail('model.dtype', m.dtype, f'must be one of {tuple(DTYPES)}')
   if m.channelwise_impl not in ('auto',) + temporal.IMPLS:
-    _fail('model.channelwise_impl', m.channelwise_impl, f"must be 'auto' or one of {temporal.IMPLS}")
+    config_errors.fail('model.channelwise_impl', m.channelwise_impl,
+                       f"must be 'auto' or one of {temporal.IMPLS}")
   if not 0.0 <= m.dropout_rate < 1.0:
-    _fail('model.dropout_rate', m.dropout_rate, 'must be in [0, 1)')
+    config_errors.fail('model.dropout_rate', m.dropout_rate, 'must be in [0, 1)')
   if config.data.num_frames < 1:
-    _fail('data.num_frames', config.data.num_frames, 'must be at least 1')
+    config_errors.fail('data.num_frames', config.data.num_frames, 'must be at least 1')
   if config.data.num_classes < 1:
-    _fail('data.num_classes', config.data.num_classes, 'must be at least 1')
+    config_errors.fail('data.num_classes', config.data.num_classes, 'must be at least 1')
 
 
 def create(config: ml_collections.ConfigDict) -> resnet.STMResNet:
