@@ -26,7 +26,8 @@ flags.DEFINE_string('workdir', None, 'train: the run directory (checkpoints); a 
                     'eval: the run whose checkpoint is evaluated (results go there too).')
 flags.DEFINE_enum('eval_protocol', 'val', ('val', 'test'),
                   'eval: val (1 clip, centre crop) or test (num_clips x num_crops views).')
-flags.DEFINE_integer('checkpoint_step', None, 'eval: the checkpoint to evaluate (default: latest).')
+flags.DEFINE_string('checkpoint_step', None, 'eval: the checkpoint to evaluate: a step number, '
+                   'or best (the best validation top-1 kept during training); default: latest.')
 flags.DEFINE_enum('distributed', 'auto', ('auto', 'yes', 'no'),
                   'jax.distributed.initialize() before training: yes, no, or auto (when the '
                   'environment shows several processes: SLURM, Open MPI, TPU VMs, '
@@ -60,7 +61,12 @@ def main(argv):
                                           FLAGS.num_processes, FLAGS.process_id)
     if FLAGS.mode == 'eval':
       from stm_jax import evaluate
-      evaluate.main(config, FLAGS.workdir, FLAGS.eval_protocol, FLAGS.checkpoint_step)
+      step = FLAGS.checkpoint_step
+      if step is not None and step != 'best':
+        if not step.isdigit():
+          raise app.UsageError(f'--checkpoint_step={step}: expected a step number or best')
+        step = int(step)
+      evaluate.main(config, FLAGS.workdir, FLAGS.eval_protocol, step)
       return
     from stm_jax import trainer
     try:

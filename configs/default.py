@@ -113,7 +113,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Checkpoints kept in <workdir>/checkpoints (the oldest are deleted).
   config.keep_checkpoints = 3
   config.log_every_steps = 50
-  config.eval_every_epochs = 1
+  # Evaluate on the eval split (val protocol) every this many epochs (may be fractional; 0 =
+  # never) and keep the best top-1 checkpoint in <workdir>/best.
+  config.eval_every_epochs = 1.0
   # '' = from scratch; else a directory written by `launch.py --mode=convert` (ImageNet init).
   config.init_checkpoint = ''
   return config

@@ -300,6 +300,15 @@ def open_source(config, split: str):
   return tfds.builder_from_directory(prepare.dataset_dir(config)).as_data_source(split)
 
 
+def class_names(config) -> list[str] | None:
+  """The class names stored with the prepared dataset, or None when it holds indices only."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from input_pipeline import prepare  # pylint: disable=g-import-not-at-top
+  label = tfds.builder_from_directory(prepare.dataset_dir(config)).info.features['label']
+  names = list(getattr(label, 'names', None) or [])
+  return names or None
+
+
 def to_global_arrays(batch: dict[str, np.ndarray], mesh) -> dict[str, Any]:
   """Assembles every host's batch into global `jax.Array`s sharded on the mesh's `data` axis.
 

@@ -10,6 +10,9 @@ Half-written checkpoints never count: Orbax writes into a temporary directory an
 when complete (a leftover of a killed run is removed when the manager opens). A checkpoint that
 is complete on disk but cannot be read back (a truncated or deleted file) is renamed to
 `corrupt-<step>-<time>` with a warning, and the previous one is used.
+
+`<workdir>/best/<step>/` holds the train state that scored the best validation top-1 so far
+(`BestCheckpointer`, one kept); evaluation, prediction and export of a run use it when present.
 """
 
 import os
@@ -24,6 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = 'checkpoints'
+BEST_DIR = 'best'
 
 
 def _all_processes_agree(ok: bool) -> bool:
@@ -36,19 +40,24 @@ def _all_processes_agree(ok: bool) -> bool:
 class Checkpointer:
   """Saves and restores `{'state', 'data_iter'}` checkpoints under `<workdir>/checkpoints`."""
 
-  def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
-    """Opens (creating) the checkpoint directory of `workdir`; keeps the last `keep` saves."""
-    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+  def __init__(self, workdir: str, keep: int = 3, async_save: bool = True,
+               subdir: str = CHECKPOINT_DIR, **options):
+    """Opens (creating) `<workdir>/<subdir>`; keeps the last `keep` saves.
+
+    `options`: further `ocp.CheckpointManagerOptions` (BestCheckpointer's ranking).
+    """
+    self.directory = os.path.join(os.path.abspath(workdir), subdir)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-        enable_async_checkpointing=async_save)
+        enable_async_checkpointing=async_save, **options)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def all_steps(self) -> list[int]:
     """The steps of the finished checkpoints on disk, ascending."""
     return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, data_iter: Any = None) -> None:
+  def save(self, step: int, state: Any, data_iter: Any = None,
+           metrics: dict[str, float] | None = None) -> None:
     """Starts saving `state` (and the iterator's current position) as checkpoint `step`.
 
     Returns once the arrays are copied off the devices; call `wait` before exiting.
@@ -56,7 +65,7 @@ class Checkpointer:
     items = {'state': ocp.args.StandardSave(state)}
     if data_iter is not None:
       items['data_iter'] = grain.checkpoint.CheckpointSave(data_iter)
-    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+    self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
     logging.info('checkpoint %d: saving to %s', step, self.directory)
 
   def _restore(self, step: int, abstract_state: Any, data_iter: Any) -> Any:
@@ -117,3 +126,37 @@ class Checkpointer:
     """Waits for the pending save and releases the manager."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+class BestCheckpointer(Checkpointer):
+  """The single checkpoint of a run with the best validation top-1, in `<workdir>/best`.
+
+  `maybe_save` writes only when a score beats the kept one, so a run that resumes keeps
+  comparing against the best of its whole history.
+  """
+
+  def __init__(self, workdir: str, async_save: bool = True):
+    super().__init__(workdir, keep=1, async_save=async_save, subdir=BEST_DIR,
+                     best_fn=lambda metrics: metrics['top1'], best_mode='max',
+                     keep_checkpoints_without_metrics=False)
+
+  def best(self) -> tuple[int, float] | None:
+    """(step, top-1) of the kept checkpoint, or None before the first evaluation."""
+    step = self._manager.best_step()
+    if step is None:
+      return None
+    return step, float(self._manager.metrics(step)['top1'])
+
+  def maybe_save(self, step: int, state: Any, top1: float) -> bool:
+    """Saves `state` as the new best when `top1` beats the kept score; returns whether it did."""
+    kept = self.best()
+    if kept is not None and top1 <= kept[1]:
+      return False
+    self.save(step, state, metrics={'top1': float(top1)})
+    return True
+
+
+def has_best(workdir: str) -> bool:
+  """Whether `workdir` holds a best-by-validation checkpoint."""
+  directory = os.path.join(os.path.abspath(workdir), BEST_DIR)
+  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))

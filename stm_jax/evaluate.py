@@ -279,20 +279,32 @@ def check_config(config: ml_collections.ConfigDict, mode: str) -> None:
       raise ValueError(f'config.data.num_crops={config.data.num_crops!r}: must be 1 or 3')
 
 
-def _open_eval_source(config: ml_collections.ConfigDict, split: str) -> Sequence:
+def open_eval_source(config: ml_collections.ConfigDict) -> Sequence:
+  """The prepared split that evaluation reads (`config.data.eval_split`)."""
   from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
-  return pipeline.open_source(config, split)
+  return pipeline.open_source(config, config.data.get('eval_split', 'validation'))
 
 
 def restore_variables(config: ml_collections.ConfigDict, workdir: str, model: nn.Module,
-                      mesh: jax.sharding.Mesh, checkpoint_step: int | None = None
+                      mesh: jax.sharding.Mesh, checkpoint_step: int | str | None = None
                       ) -> tuple[int, dict[str, Any]]:
-  """Restores the latest (or `checkpoint_step`'s) train state of `workdir`; returns its step
-  and `{'params', 'batch_stats'}`, replicated over `mesh`."""
+  """Restores a train state of `workdir`; returns its step and `{'params', 'batch_stats'}`,
+  replicated over `mesh`.
+
+  `checkpoint_step`: None (the latest), a step number, or 'best' (the best validation top-1
+  kept during training).
+  """
   # The optimiser state's tree does not depend on the schedule, so any example count does.
   tx = optim.create_optimizer(config, num_examples=config.batch_size)
   abstract = train.abstract_train_state(model, tx, config, mesh)
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.get('keep_checkpoints', 3))
+  if checkpoint_step == 'best':
+    if not checkpointing.has_best(workdir):
+      raise FileNotFoundError(f'no best checkpoint in {workdir}: it is kept when training '
+                              'evaluates (config.eval_every_epochs > 0 and a validation split)')
+    ckpt = checkpointing.BestCheckpointer(workdir)
+    checkpoint_step = ckpt.best()[0]
+  else:
+    ckpt = checkpointing.Checkpointer(workdir, keep=config.get('keep_checkpoints', 3))
   try:
     if checkpoint_step is None:
       state = ckpt.restore_latest(abstract)
@@ -308,31 +320,47 @@ def restore_variables(config: ml_collections.ConfigDict, workdir: str, model: nn
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = 'val',
-             checkpoint_step: int | None = None, source: Sequence | None = None
+             checkpoint_step: int | str | None = None, source: Sequence | None = None
              ) -> dict[str, Any]:
-  """Evaluates a checkpoint of `workdir` with protocol `mode` ('val' or 'test').
+  """Evaluates a checkpoint of `workdir` (latest, a step, or 'best') with protocol `mode`.
 
   The split is `config.data.eval_split` (default 'validation'); `source` replaces it (tests,
   custom sources). Writes `<workdir>/eval_<mode>_step<N>/{metrics.json, predictions.csv,
   confusion.png}` (process 0) and returns the metrics (accuracies as fractions).
   """
   check_config(config, mode)
-  split = config.data.get('eval_split', 'validation')
   mesh = sharding.make_mesh()
   model = models.create(config)
   step, variables = restore_variables(config, workdir, model, mesh, checkpoint_step)
   if source is None:
-    source = _open_eval_source(config, split)
+    source = open_eval_source(config)
+  return evaluate_variables(config, model, variables, mesh, source, mode, step, workdir)
+
+
+def evaluate_variables(config: ml_collections.ConfigDict, model: nn.Module,
+                       variables: dict[str, Any], mesh: jax.sharding.Mesh, source: Sequence,
+                       mode: str, step: int, workdir: str, write_outputs: bool = True
+                       ) -> dict[str, Any]:
+  """Evaluates `variables` (replicated over `mesh`) on `source` with protocol `mode`.
+
+  Shared by `--mode=eval` and the evaluations during training. With `write_outputs`, process 0
+  writes `<workdir>/eval_<mode>_step<step>/` and prints the result line; without, only the
+  metrics are returned (training logs them itself).
+  """
+  split = config.data.get('eval_split', 'validation')
   if len(source) == 0:
     raise ValueError(f'the {split!r} split is empty')
-  logging.info('eval %s: checkpoint %d, %d videos of %r, %d views each', mode, step,
+  logging.info('eval %s: step %d, %d videos of %r, %d views each', mode, step,
                len(source), split, views_per_video(config, mode))
   scores, labels = video_scores(variables, model, config, mesh, source, mode)
   metrics = compute_metrics(scores, labels)
-  cost = protocol_cost(config, mode)
+  metrics.update(protocol=mode, split=split, step=step)
+  if not write_outputs:
+    return metrics
+  cost = protocol_cost(config, mode)  # Traces the model: only for the written report.
   cost['num_clips'] = 1 if mode == 'val' else int(config.data.get('num_clips', 1))
   cost['num_crops'] = 1 if mode == 'val' else int(config.data.get('num_crops', 1))
-  metrics.update(protocol=mode, split=split, step=step, cost=cost)
+  metrics['cost'] = cost
   out_dir = os.path.join(workdir, f'eval_{mode}_step{step}')
   metrics['output_dir'] = out_dir
   if jax.process_index() == 0:
@@ -353,6 +381,6 @@ def _video_id(record: dict[str, Any]) -> str:
 
 
 def main(config: ml_collections.ConfigDict, workdir: str, mode: str,
-         checkpoint_step: int | None = None) -> dict[str, Any]:
+         checkpoint_step: int | str | None = None) -> dict[str, Any]:
   """`--mode=eval`."""
   return evaluate(config, workdir, mode, checkpoint_step)

@@ -16,6 +16,8 @@ the running statistics are updated once per micro-batch.
 import functools
 from typing import Any, Callable
 
+from absl import logging
+
 import flax
 import flax.linen as nn
 import jax
@@ -149,18 +151,32 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation,
                      variables: dict[str, Any] | None = None) -> TrainState:
   """The step-0 state, replicated over `mesh`: from `variables` (e.g. ImageNet weights) or fresh.
 
+  A classifier (`fc`) of another class count is re-initialised with a warning (fine-tuning);
+  any other mismatch is an error naming the variable.
+
   Every process must pass the same `variables` (they are read from the same checkpoint).
   """
   replicated = sharding.replicated(mesh)
   if variables is None:
     return jax.jit(_fresh_state_fn(model, tx, config), out_shardings=replicated)()
-  expected = jax.eval_shape(_fresh_state_fn(model, tx, config))
-  _check_variables(variables, {'params': expected.params, 'batch_stats': expected.batch_stats})
+  fresh_fn = _fresh_state_fn(model, tx, config)
+  expected = jax.eval_shape(fresh_fn)
+  variables = {c: variables[c] for c in ('params', 'batch_stats')}
+  theirs = variables['params'].get('fc', {}).get('kernel')
+  ours = expected.params.get('fc', {}).get('kernel')
+  if (theirs is not None and ours is not None and theirs.shape != ours.shape
+      and theirs.shape[0] == ours.shape[0]):
+    # Fine-tuning on another dataset (e.g. Kinetics-400 -> UCF-101): a new classifier.
+    logging.warning('fc: the initial weights have %d classes, the model %d: fc re-initialised',
+                    theirs.shape[1], ours.shape[1])
+    fresh_fc = jax.device_get(jax.jit(fresh_fn)().params['fc'])
+    variables = {**variables, 'params': {**variables['params'], 'fc': fresh_fc}}
+  check_variables(variables, {'params': expected.params, 'batch_stats': expected.batch_stats})
   variables = jax.device_put(jax.device_get(variables), replicated)
   return jax.jit(lambda v: create_train_state(v, tx), out_shardings=replicated)(variables)
 
 
-def _check_variables(variables: dict[str, Any], expected: dict[str, Any]) -> None:
+def check_variables(variables: dict[str, Any], expected: dict[str, Any]) -> None:
   """Raises a ValueError naming the first variable missing, extra or of the wrong shape."""
   got = {jax.tree_util.keystr(p): x.shape for p, x in
          jax.tree_util.tree_leaves_with_path({c: variables[c] for c in expected})}

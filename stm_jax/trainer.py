@@ -3,7 +3,9 @@
 A run lives in its workdir: it resumes from the newest readable checkpoint there (train state
 and input position, so the continuation is exactly the uninterrupted run), saves every
 `config.checkpoint_every_steps` steps, on SIGTERM and at the end, and keeps the last
-`config.keep_checkpoints`. Losses are checked on the host at every log and before every save
+`config.keep_checkpoints`. Every `config.eval_every_epochs` epochs (and at the end) it runs the
+val protocol (1 clip, centre crop) on `config.data.eval_split` and keeps the state with the best
+top-1 in `<workdir>/best` (checkpointing.BestCheckpointer). Losses are checked on the host at every log and before every save
 (one transfer of the metrics gathered since the last check, so the device never waits on the
 host in between): a non-finite loss or gradient stops the run before it can be saved.
 """
@@ -23,6 +25,7 @@ from stm_jax import config_errors
 from stm_jax import models
 from stm_jax import optim
 from stm_jax import preemption
+from stm_jax import run_info
 from stm_jax import sharding
 from stm_jax import train
 
@@ -62,6 +65,12 @@ def _train_source(config: ml_collections.ConfigDict):
   return pipeline.open_source(config, 'train')
 
 
+def _class_names(config: ml_collections.ConfigDict) -> list[str] | None:
+  """The prepared dataset's class names (None when it has none, e.g. TFRecord indices)."""
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.class_names(config)
+
+
 def _train_iterator(config: ml_collections.ConfigDict, source: Sequence) -> Iterator:
   """This process's infinite stream of training batches, with get_state/set_state."""
   from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
@@ -69,12 +78,44 @@ def _train_iterator(config: ml_collections.ConfigDict, source: Sequence) -> Iter
 
 
 def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
-  """ImageNet (or other) weights from `config.init_checkpoint`, or None for a fresh init."""
+  """Weights from `config.init_checkpoint`, or None for a fresh init.
+
+  The directory is either converted weights (`launch.py --mode=convert`, e.g. ImageNet) or
+  another training run (e.g. Kinetics, for fine-tuning: its best checkpoint, else its latest).
+  """
   if not config.init_checkpoint:
     return None
-  from stm_jax import convert  # pylint: disable=g-import-not-at-top
   logging.info('initial weights from %s', config.init_checkpoint)
+  if os.path.isdir(os.path.join(config.init_checkpoint, checkpointing.CHECKPOINT_DIR)):
+    from stm_jax import inference  # pylint: disable=g-import-not-at-top
+    variables = inference.load(config.init_checkpoint, config).variables
+    return jax.tree.map(np.asarray, jax.device_get(variables))
+  from stm_jax import convert  # pylint: disable=g-import-not-at-top
   return convert.restore(config.init_checkpoint)
+
+
+def _eval_source(config: ml_collections.ConfigDict) -> Sequence | None:
+  """The split evaluated during training, or None (with a warning) when there is none."""
+  from stm_jax import evaluate  # pylint: disable=g-import-not-at-top
+  try:
+    source = evaluate.open_eval_source(config)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('no evaluation during training: the %r split cannot be opened (%s)',
+                    config.data.eval_split, e)
+    return None
+  return source if len(source) else None
+
+
+def eval_steps(config: ml_collections.ConfigDict, num_examples: int, total: int) -> set[int]:
+  """The steps after which training evaluates: every `eval_every_epochs` epochs, and the last."""
+  every = config.eval_every_epochs
+  if not every:
+    return set()
+  steps, k = {total}, 1
+  while (s := optim.epoch_start_step(k * every, num_examples, config.batch_size)) < total:
+    steps.add(s)
+    k += 1
+  return {s for s in steps if s > 0}
 
 
 def _to_host(tree: Any) -> Any:
@@ -102,13 +143,34 @@ def _check_finite(pending: list[tuple[int, dict]], checkpoint_dir: str,
   return {k: float(np.mean([m[k] for m in values])) for k in values[0]}
 
 
+def _evaluate(config: ml_collections.ConfigDict, model, state: train.TrainState,
+              mesh: jax.sharding.Mesh, source: Sequence, step: int,
+              best: checkpointing.BestCheckpointer) -> dict[str, Any]:
+  """Runs the val protocol on `source` with the current weights; keeps them if the best."""
+  from stm_jax import evaluate  # pylint: disable=g-import-not-at-top
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  metrics = evaluate.evaluate_variables(config, model, variables, mesh, source, 'val', step,
+                                        workdir='', write_outputs=False)
+  if metrics['top1'] is None:
+    logging.warning('eval at step %d: the split has no labels; no best checkpoint kept', step)
+    return metrics
+  kept = best.best()
+  improved = best.maybe_save(step, state, metrics['top1'])
+  logging.info('eval at step %d: val top-1 %.2f%%, top-5 %.2f%% (%s)', step,
+               100 * metrics['top1'], 100 * metrics['top5'],
+               'new best' if improved else f'best {100 * kept[1]:.2f}% at step {kept[0]}')
+  return metrics
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       train_source: Sequence | None = None) -> RunResult:
+                       train_source: Sequence | None = None,
+                       eval_source: Sequence | None = None) -> RunResult:
   """Trains `config` in `workdir` to `config.optim.epochs`, resuming whatever is there.
 
-  `train_source`: a random-access sequence of video records to train on instead of the
-  prepared dataset of `config.data` (tests, custom sources).
-  Raises NonFiniteLossError when the loss diverges. Evaluation is not run yet.
+  `train_source` / `eval_source`: random-access sequences of video records to use instead of
+  the prepared dataset's train / eval split (tests, custom sources); with `train_source` and no
+  `eval_source`, training does not evaluate.
+  Raises NonFiniteLossError when the loss diverges.
   """
   check_config(config)
   mesh = sharding.make_mesh()
@@ -120,7 +182,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   model = models.create(config)
   data_iter = _train_iterator(config, source)
   step_fn = train.jit_train_step(model, tx, config, mesh)
+  if jax.process_index() == 0:
+    run_info.write(workdir, config, None if train_source is not None else _class_names(config))
+  if eval_source is None and train_source is None and config.eval_every_epochs:
+    eval_source = _eval_source(config)
+  evaluate_at = eval_steps(config, num_examples, total) if eval_source is not None else set()
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+  best = checkpointing.BestCheckpointer(workdir) if evaluate_at else None
   try:
     state = ckpt.restore_latest(train.abstract_train_state(model, tx, config, mesh), data_iter)
     if state is None:
@@ -151,10 +219,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if save:
           ckpt.save(step, state, data_iter)
           last_saved = step
-        # Integration point (issue 4, item 4): evaluation every config.eval_every_epochs.
+        if step in evaluate_at:
+          _evaluate(config, model, state, mesh, eval_source, step, best)
         if preempted:
           logging.warning('preempted: stopped at step %d after saving; rerun to resume', step)
           break
   finally:
     ckpt.close()
+    if best is not None:
+      best.close()
   return RunResult(step=step, total_steps=total, preempted=preempted, metrics=metrics)

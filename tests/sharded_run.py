@@ -1,9 +1,11 @@
-"""A few train steps of the tiny model on synthetic batches, on however many (fake) CPU devices.
+"""A few train steps of the tiny model on synthetic batches, on however many (fake) CPU devices,
+then an evaluation of the result with the test protocol (views of every video, last batch padded).
 
 Run as a program (`python -m tests.sharded_run --devices=8 --out=x.npz`, optionally with
 `--num_processes=2 --process_id=i --coordinator=127.0.0.1:PORT`) so that the device count and
 `jax.distributed` are set before jax starts; `run()` is also called in-process on one device.
-Process 0 writes the per-step losses and the final parameters and BN statistics to `--out`.
+Process 0 writes the per-step losses, the final parameters and BN statistics and the per-video
+eval scores to `--out`; every other process writes its own eval scores to `--out` + `.p<i>.npz`.
 """
 
 import argparse
@@ -13,6 +15,8 @@ import numpy as np
 
 GLOBAL_BATCH = 16
 STEPS = 3
+# 11 videos x (2 clips x 3 crops) = 66 views: 5 global batches of 16, the last one padded.
+EVAL_VIDEOS = 11
 
 
 def tiny_config(**optim):
@@ -59,7 +63,21 @@ def run(config, steps: int = STEPS) -> dict[str, np.ndarray]:
   tree = {'params': state.params, 'batch_stats': state.batch_stats}
   for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
     out[jax.tree_util.keystr(path)] = np.asarray(leaf.addressable_data(0))
+  out.update(evaluate_run(config, model, tree, mesh))
   return out
+
+
+def evaluate_run(config, model, variables, mesh) -> dict[str, np.ndarray]:
+  """Per-video test-protocol scores and labels of in-memory videos (every process gets all)."""
+  from stm_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from tests import clip_fixtures  # pylint: disable=g-import-not-at-top
+  config = config.copy_and_resolve_references()
+  config.data.num_clips, config.data.num_crops = 2, 3
+  source = clip_fixtures.source([5 + 3 * v for v in range(EVAL_VIDEOS)])
+  for v, record in enumerate(source):
+    record['label'] = v % config.data.num_classes
+  scores, labels = evaluate.video_scores(variables, model, config, mesh, source, 'test')
+  return {'eval_scores': scores, 'eval_labels': labels}
 
 
 def main():
@@ -82,6 +100,9 @@ def main():
   out = run(tiny_config(grad_accum_steps=args.grad_accum_steps))
   if jax.process_index() == 0:
     np.savez(args.out, **out)
+  else:
+    np.savez(f'{args.out}.p{jax.process_index()}.npz',
+             **{k: v for k, v in out.items() if k.startswith('eval_')})
 
 
 if __name__ == '__main__':

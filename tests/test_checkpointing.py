@@ -153,6 +153,17 @@ def test_interrupted_runs_resume_exactly(data_dir, init_checkpoint, tmp_path, tm
     assert other.keys() == whole.keys()
     for key in whole:
       np.testing.assert_array_equal(other[key], whole[key], err_msg=f'{name}: {key}')
+    # Evaluations during training (every epoch) keep the same best checkpoint either way.
+    assert best_of(dirs[name]) == best_of(dirs['whole'])
+  assert 'eval at step 12: val top-1' in results['whole'][1]
+
+
+def best_of(workdir):
+  best = checkpointing.BestCheckpointer(workdir)
+  try:
+    return best.best()
+  finally:
+    best.close()
 
 
 def small_state(value):

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from configs import tiny
+from input_pipeline import pipeline
 from input_pipeline import prepare
+from stm_jax import checkpointing
 from stm_jax import evaluate
+from stm_jax import run_info
 from stm_jax import trainer
 from tests import video_fixtures
 
@@ -190,6 +193,29 @@ def test_evaluate_a_named_checkpoint(trained):
   assert metrics['step'] == 1 and os.path.isdir(os.path.join(workdir, 'eval_val_step1'))
   with pytest.raises(ValueError, match='no checkpoint 7'):
     evaluate.evaluate(config, workdir, 'val', checkpoint_step=7)
+
+
+def test_training_keeps_the_best_checkpoint(trained):
+  config, workdir = trained
+  # 3 videos in batches of 2: epoch 1 ends at step 1, epoch 2 (the last) at step 3.
+  top1 = {s: evaluate.evaluate(config, workdir, 'val', checkpoint_step=s)['top1'] for s in (1, 3)}
+  expected = 1 if top1[1] >= top1[3] else 3  # A later tie does not replace the kept one.
+  best = checkpointing.BestCheckpointer(workdir)
+  try:
+    assert best.best() == (expected, top1[expected])
+    assert best.all_steps() == [expected]
+  finally:
+    best.close()
+  metrics = evaluate.evaluate(config, workdir, 'val', checkpoint_step='best')
+  assert metrics['step'] == expected and metrics['top1'] == top1[expected]
+
+
+def test_a_run_records_its_config_and_class_names(trained):
+  config, workdir = trained
+  assert run_info.read_config(workdir) == config
+  # The names in the prepared dataset's info (tests/test_layouts.py checks them there).
+  names = run_info.read_class_names(workdir)
+  assert names == pipeline.class_names(config) and len(names) == 3 and names[0] != '0'
 
 
 def test_evaluate_without_checkpoint(tmp_path):

@@ -1,4 +1,5 @@
-"""Data parallelism: one device, eight fake devices and two processes of four train alike.
+"""Data parallelism: one device, eight fake devices and two processes of four train alike, and
+evaluate alike (every video counted once, whatever the number of hosts).
 
 The device count is fixed when jax starts, so the runs are subprocesses of tests/sharded_run.py
 (started together; they share a compilation cache and a cheap XLA optimisation level).
@@ -13,6 +14,7 @@ import pytest
 
 from stm_jax import sharding
 from tests import jax_subprocess
+from tests import sharded_run
 
 
 @pytest.fixture(scope='module')
@@ -36,7 +38,9 @@ def runs(tmp_path_factory):
   for name, proc in procs.items():
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, f'{name}:\n{out[-4000:]}'
-  return {name: dict(np.load(f'{tmp / name}.npz')) for name in ('one', 'eight', 'two_processes')}
+  result = {name: dict(np.load(f'{tmp / name}.npz')) for name in ('one', 'eight', 'two_processes')}
+  result['second_process'] = dict(np.load(f'{tmp / "second_process"}.npz.p1.npz'))
+  return result
 
 
 def assert_same_training(a, b):
@@ -56,6 +60,23 @@ def test_eight_devices_train_like_one(runs):
 def test_two_processes_train_like_one(runs):
   assert_same_training(runs['one'], runs['two_processes'])
   assert_same_training(runs['eight'], runs['two_processes'])
+
+
+def test_evaluation_is_the_same_on_any_number_of_hosts(runs):
+  one = runs['one']
+  assert one['eval_scores'].shape == (sharded_run.EVAL_VIDEOS, 5)
+  np.testing.assert_allclose(one['eval_scores'].sum(axis=1), 1, rtol=1e-5)
+  assert one['eval_labels'].tolist() == [v % 5 for v in range(sharded_run.EVAL_VIDEOS)]
+  # Per-video scores differ between videos (a mix-up of videos or views would show) ...
+  assert np.abs(np.diff(one['eval_scores'], axis=0)).max() > 1e-4
+  # ... and agree across layouts up to the trained weights' float differences.
+  for name in ('eight', 'two_processes', 'second_process'):
+    np.testing.assert_allclose(runs[name]['eval_scores'], one['eval_scores'], atol=2e-5,
+                               err_msg=name)
+    np.testing.assert_array_equal(runs[name]['eval_labels'], one['eval_labels'])
+  # Both hosts of the two-process run hold the same result.
+  np.testing.assert_array_equal(runs['second_process']['eval_scores'],
+                                runs['two_processes']['eval_scores'])
 
 
 def test_mesh_layouts_and_batch_checks():
