@@ -5,6 +5,8 @@ Three sources give the same output, a list of JPEG-encoded RGB frames whose shor
   * a video file, decoded with PyAV (frames are counted by decoding: webm/mkv report 0 in metadata);
   * a folder of JPEG frames (`00001.jpg ...`, name order);
   * JPEG frames already in memory (a TFRecord record).
+`sampled_video_to_jpegs` gives the frames of a video file that a clip needs, byte for byte those of
+`video_to_jpegs`, without keeping the others (prediction on files that were never prepared).
 JPEG frames already at or under the short side are kept byte for byte; larger ones are decoded with
 simplejpeg (scaled in the DCT where it can), resized with swscale's area filter and re-encoded.
 
@@ -14,6 +16,7 @@ quarantines that video and carries on.
 
 import fractions
 import os
+from typing import Callable, Iterable
 
 import av
 import numpy as np
@@ -94,37 +97,127 @@ def video_to_jpegs(path: str, short_side: int, quality: int,
   would only compete), more when fewer workers than cores run. Raises VideoError for missing,
   empty, unreadable, frameless, truncated or corrupt files.
   """
-  _check_file(path)
-  try:
-    container = av.open(path, metadata_errors='ignore')
-  except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-    raise VideoError(f'not a readable video: {_reason(e)}') from None
-  with container:
-    if not container.streams.video:
-      raise VideoError('no video stream')
-    stream = container.streams.video[0]
-    stream.codec_context.thread_count = max(1, threads)
-    if threads > 1:
-      stream.thread_type = 'AUTO'
+  with _open(path) as container:
+    stream = _video_stream(container, threads)
     expected = _expected_frames(container, stream)
     fps = _fps(stream)
     frames, error = [], None
     try:
       for frame in container.decode(stream):
-        height, width = output_size(frame.height, frame.width, short_side)
-        rgb = frame.to_ndarray(width=width, height=height, format='rgb24',
-                               interpolation=_INTERPOLATION)
-        frames.append(encode(rgb, quality))
+        frames.append(_frame_to_jpeg(frame, short_side, quality))
     except (av.FFmpegError, OSError, ValueError) as e:
       error = e
-  if not frames:
+  _check_decoded(len(frames), expected, error)
+  return frames, fps
+
+
+class SampledFrames:
+  """Some JPEG frames of a video of `len()` frames: indexable like the full list, at the kept
+  indices only (the others raise KeyError naming what was kept)."""
+
+  def __init__(self, num_frames: int, frames: dict[int, bytes]):
+    self._num_frames = num_frames
+    self._frames = frames
+
+  def __len__(self) -> int:
+    return self._num_frames
+
+  def __getitem__(self, index: int) -> bytes:
+    try:
+      return self._frames[int(index)]
+    except KeyError:
+      raise KeyError(f'frame {index} of {self._num_frames} was not decoded (kept: '
+                     f'{sorted(self._frames)})') from None
+
+
+def sampled_video_to_jpegs(path: str, short_side: int, quality: int,
+                           select: Callable[[int], Iterable[int]],
+                           threads: int = 1) -> tuple[SampledFrames, float]:
+  """Decodes a video file, keeping only the frames `select(num_frames)` names; returns them and
+  the source fps.
+
+  The kept frames, the frame count and the errors are those of `video_to_jpegs` (a clip built
+  from them equals one built from the prepared dataset), but memory holds only the kept frames:
+  a long video is not held whole. The count is first read from the container's packets (no
+  decoding); where decoding gives another count, the video is decoded again for the true one.
+  Raises VideoError as `video_to_jpegs` does.
+  """
+  guess = _count_packets(path)
+  kept, count, fps = _decode_selected(path, short_side, quality, select, guess, threads)
+  if count != guess:
+    kept, count, fps = _decode_selected(path, short_side, quality, select, count, threads)
+  return SampledFrames(count, kept), fps
+
+
+def _open(path: str):
+  """Opens a video file for reading; raises VideoError if it is missing, empty or unreadable."""
+  _check_file(path)
+  try:
+    return av.open(path, metadata_errors='ignore')
+  except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+    raise VideoError(f'not a readable video: {_reason(e)}') from None
+
+
+def _video_stream(container, threads: int):
+  if not container.streams.video:
+    raise VideoError('no video stream')
+  stream = container.streams.video[0]
+  stream.codec_context.thread_count = max(1, threads)
+  if threads > 1:
+    stream.thread_type = 'AUTO'
+  return stream
+
+
+def _frame_to_jpeg(frame, short_side: int, quality: int) -> bytes:
+  height, width = output_size(frame.height, frame.width, short_side)
+  rgb = frame.to_ndarray(width=width, height=height, format='rgb24', interpolation=_INTERPOLATION)
+  return encode(rgb, quality)
+
+
+def _check_decoded(count: int, expected: int, error: BaseException | None) -> None:
+  """Raises VideoError for a video that decoded to no frames, too few, or stopped on an error."""
+  if not count:
     raise VideoError('no frames decoded' + (f' ({_reason(error)})' if error else ''))
-  if expected and len(frames) < MIN_FRAME_FRACTION * expected:
-    raise VideoError(f'truncated: decoded {len(frames)} of the {expected} frames the container '
+  if expected and count < MIN_FRAME_FRACTION * expected:
+    raise VideoError(f'truncated: decoded {count} of the {expected} frames the container '
                      'announces' + (f' ({_reason(error)})' if error else ''))
   if error is not None and not expected:
-    raise VideoError(f'corrupt: decoding stopped after {len(frames)} frames ({_reason(error)})')
-  return frames, fps
+    raise VideoError(f'corrupt: decoding stopped after {count} frames ({_reason(error)})')
+
+
+def _count_packets(path: str) -> int:
+  """The video stream's non-empty packets (one per frame for nearly every codec); no decoding."""
+  with _open(path) as container:
+    stream = _video_stream(container, 1)
+    count = 0
+    try:
+      for packet in container.demux(stream):
+        count += packet.size > 0
+    except (av.FFmpegError, OSError, ValueError):
+      pass  # Decoding meets the same error and reports it.
+  return count
+
+
+def _decode_selected(path: str, short_side: int, quality: int,
+                     select: Callable[[int], Iterable[int]], assumed: int,
+                     threads: int) -> tuple[dict[int, bytes], int, float]:
+  """Decodes every frame, keeping as JPEG those `select(assumed)` names; returns them, the
+  decoded count and the fps, after `video_to_jpegs`'s checks."""
+  wanted = {int(i) for i in select(assumed)} if assumed > 0 else set()
+  with _open(path) as container:
+    stream = _video_stream(container, threads)
+    expected = _expected_frames(container, stream)
+    fps = _fps(stream)
+    kept, count, error = {}, 0, None
+    try:
+      for frame in container.decode(stream):
+        if count in wanted:
+          kept[count] = _frame_to_jpeg(frame, short_side, quality)
+        count += 1
+    except (av.FFmpegError, OSError, ValueError) as e:
+      error = e
+  _check_decoded(count, expected, error)
+  return kept, count, fps
 
 
 def jpegs_to_jpegs(jpegs: list[bytes], short_side: int, quality: int,

@@ -109,7 +109,7 @@ class Checkpointer:
       except Exception as e:  # pylint: disable=broad-except
         reason, ok = f'{type(e).__name__}: {str(e)[:500]}', False
       if _all_processes_agree(ok):
-        logging.info('resuming from checkpoint %d in %s', step, self.directory)
+        logging.info('restored checkpoint %d of %s', step, self.directory)
         return state
       target = self._set_aside(step)
       logging.warning('checkpoint %d in %s cannot be read (%s); moved to %s, trying the '
