@@ -8,8 +8,13 @@ val protocol (1 clip, centre crop) on `config.data.eval_split` and keeps the sta
 top-1 in `<workdir>/best` (checkpointing.BestCheckpointer). Losses are checked on the host at every log and before every save
 (one transfer of the metrics gathered since the last check, so the device never waits on the
 host in between): a non-finite loss or gradient stops the run before it can be saved.
+
+Process 0 logs to `<workdir>` (stm_jax/run_log.py): TensorBoard events (loss, top-1, lr, clips/s,
+step time, fraction of time waiting for data; val top-1/top-5), `metrics.jsonl`, `curves.png`,
+and a progress bar with ETA on the console.
 """
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -26,6 +31,7 @@ from stm_jax import models
 from stm_jax import optim
 from stm_jax import preemption
 from stm_jax import run_info
+from stm_jax import run_log
 from stm_jax import sharding
 from stm_jax import train
 
@@ -42,6 +48,36 @@ class RunResult:
   preempted: bool  # Stopped early on SIGTERM, after a checkpoint.
   metrics: dict[str, float]  # Means since the last log.
 
+
+
+class Throughput:
+  """Training speed between two logs: clips/s, seconds per step, and the fraction of the wall
+  time spent waiting for the input pipeline (blocked in `next` while the devices run ahead)."""
+
+  def __init__(self, step: int):
+    self.restart(step)
+
+  def restart(self, step: int) -> None:
+    """Starts a new interval at `step` (after a pause that is not training, e.g. evaluation)."""
+    self._start, self._step, self._wait = time.perf_counter(), step, 0.0
+
+  @contextlib.contextmanager
+  def waiting(self):
+    """Counts the time inside the block as waiting for data."""
+    begin = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._wait += time.perf_counter() - begin
+
+  def measure(self, step: int, batch_size: int) -> dict[str, float]:
+    """The interval's figures up to `step`; starts the next interval."""
+    elapsed = max(time.perf_counter() - self._start, 1e-9)
+    steps = max(step - self._step, 1)
+    result = {'clips_per_s': steps * batch_size / elapsed, 'step_time_s': elapsed / steps,
+              'data_wait_fraction': min(self._wait / elapsed, 1.0)}
+    self.restart(step)
+    return result
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -187,9 +223,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if eval_source is None and train_source is None and config.eval_every_epochs:
     eval_source = _eval_source(config)
   evaluate_at = eval_steps(config, num_examples, total) if eval_source is not None else set()
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-  best = checkpointing.BestCheckpointer(workdir) if evaluate_at else None
-  try:
+  with contextlib.ExitStack() as stack:
+    ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+    stack.callback(ckpt.close)
+    best = None
+    if evaluate_at:
+      best = checkpointing.BestCheckpointer(workdir)
+      stack.callback(best.close)
     state = ckpt.restore_latest(train.abstract_train_state(model, tx, config, mesh), data_iter)
     if state is None:
       state = train.init_train_state(model, tx, config, mesh, _initial_variables(config))
@@ -198,11 +238,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info('%s at step %d of %d (%d videos, global batch %d, %d devices)',
                  'resuming' if step else 'starting', step, total, num_examples,
                  config.batch_size, jax.device_count())
+    log = run_log.RunLog(workdir, total, step, enabled=jax.process_index() == 0)
+    stack.callback(log.close)
     pending, metrics, preempted = [], {}, False
-    tick, tick_step = time.time(), step
+    speed = Throughput(step)
     with preemption.PreemptionWatcher() as watcher:
       while step < total:
-        batch = sharding.global_batch(next(data_iter), mesh)
+        with speed.waiting():
+          batch = sharding.global_batch(next(data_iter), mesh)
         state, step_metrics = step_fn(state, batch)
         step += 1
         pending.append((step, step_metrics))
@@ -211,21 +254,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if save or step % config.log_every_steps == 0:
           metrics = _check_finite(pending, ckpt.directory, last_saved)
           pending = []
-          now = time.time()
-          logging.info('step %d/%d: loss %.4f top1 %.3f grad_norm %.3g lr %.3g (%.2f steps/s)',
-                       step, total, metrics['loss'], metrics['top1'], metrics['grad_norm'],
-                       float(schedule(step - 1)), (step - tick_step) / max(now - tick, 1e-9))
-          tick, tick_step = now, step
+          metrics.update(lr=float(schedule(step - 1)), **speed.measure(step, config.batch_size))
+          logging.info('step %d/%d: loss %.4f top1 %.3f grad_norm %.3g lr %.3g (%.2f clips/s, '
+                       '%.0f%% waiting for data)', step, total, metrics['loss'], metrics['top1'],
+                       metrics['grad_norm'], metrics['lr'], metrics['clips_per_s'],
+                       100 * metrics['data_wait_fraction'])
+          log.train(step, metrics)
+        log.advance(step)
+        if step in evaluate_at:  # Before the save: a run killed in between redoes it.
+          eval_metrics = _evaluate(config, model, state, mesh, eval_source, step, best)
+          log.eval(step, {k: eval_metrics[k] for k in ('top1', 'top5', 'mean_class_accuracy')})
+          speed.restart(step)  # Evaluation time is not training throughput.
         if save:
           ckpt.save(step, state, data_iter)
           last_saved = step
-        if step in evaluate_at:
-          _evaluate(config, model, state, mesh, eval_source, step, best)
         if preempted:
           logging.warning('preempted: stopped at step %d after saving; rerun to resume', step)
           break
-  finally:
-    ckpt.close()
-    if best is not None:
-      best.close()
   return RunResult(step=step, total_steps=total, preempted=preempted, metrics=metrics)

@@ -25,6 +25,7 @@ from input_pipeline import prepare
 from stm_jax import checkpointing
 from stm_jax import convert
 from stm_jax import models
+from stm_jax import run_log
 from stm_jax import trainer
 from tests import jax_subprocess
 from tests import video_fixtures
@@ -155,7 +156,20 @@ def test_interrupted_runs_resume_exactly(data_dir, init_checkpoint, tmp_path, tm
       np.testing.assert_array_equal(other[key], whole[key], err_msg=f'{name}: {key}')
     # Evaluations during training (every epoch) keep the same best checkpoint either way.
     assert best_of(dirs[name]) == best_of(dirs['whole'])
+    # The logs hold each step once, with the uninterrupted run's values.
+    assert logged(dirs[name]) == logged(dirs['whole'])
+  whole_log = logged(dirs['whole'])
+  assert [s for s, split, *_ in whole_log if split == 'train'] == list(range(1, TOTAL + 1))
+  assert [s for s, split, *_ in whole_log if split == 'val'] == [1, 3, 4, 6, 7, 9, 10, 12]
+  assert os.path.getsize(os.path.join(dirs['whole'], 'curves.png')) > 10_000
+  assert os.listdir(os.path.join(dirs['whole'], 'tensorboard'))
   assert 'eval at step 12: val top-1' in results['whole'][1]
+
+
+def logged(workdir):
+  """(step, split, loss, top1, lr) of every metrics.jsonl line (not the timings, which vary)."""
+  return [(r['step'], r['split'], r.get('loss'), r.get('top1'), r.get('lr'))
+          for r in run_log.read_metrics(workdir)]
 
 
 def best_of(workdir):
