@@ -29,6 +29,12 @@ class Bottleneck(nn.Module):
   `cstm`: channel-wise temporal conv before the 3x3. `cmm`: the motion branch added to the
   3x3's output. `stm`: both, summed. `stm_concat`: both, concatenated and reduced by a 1x1
   conv (`fuse`). DESIGN.md section 1 gives the exact block.
+
+  For feature visualisation (paper Figure 1, `stm_jax/visualize.py`) the block sows into the
+  `intermediates` collection, as frames `(N*T, H, W, C)`: `block_input` (x, before any TSM
+  shift), `cstm` (the CSTM branch output `a = ReLU(BN(conv3x3(v)))`, only in blocks with CSTM)
+  and `cmm` (the CMM branch output `b`, only in blocks with CMM), both before fusion. Unless
+  `intermediates` is mutable in `apply`, sowing does nothing: outputs and variables are unchanged.
   """
   planes: int
   stride: int
@@ -46,6 +52,7 @@ class Bottleneck(nn.Module):
     conv = layers.conv(self.dtype)
     norm = lambda name: layers.batch_norm(train, self.dtype, name)
     module = self.temporal_module
+    self.sow('intermediates', 'block_input', x)
     shortcut = x
     if module == 'tsm':
       x = temporal.temporal_shift(x, self.num_frames, self.tsm_fold_div)
@@ -61,11 +68,14 @@ class Bottleneck(nn.Module):
     a = conv(self.planes, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)),
              name='conv2')(v)
     a = nn.relu(norm('bn2')(a))
+    if module in _USES_CSTM:
+      self.sow('intermediates', 'cstm', a)
 
     if module in _USES_CMM:
       b = temporal.ChannelwiseMotion(self.planes, self.planes // self.cmm_reduction,
                                      self.num_frames, self.stride, self.channelwise_impl,
                                      self.dtype, name='mb')(u, train)
+      self.sow('intermediates', 'cmm', b)
       if module == 'stm_concat':
         a = conv(self.planes, (1, 1), name='fuse')(jnp.concatenate([a, b], axis=-1))
       else:
