@@ -80,8 +80,9 @@ def test_sowing_changes_neither_logits_nor_variables(stm):
   assert set(state) == {'intermediates'}
   assert set(jax.eval_shape(model.init, jax.random.key(0), clips)) == {'params', 'batch_stats'}
   # Training steps (mutable batch_stats only) see no intermediates either.
-  _, updates = model.apply(variables, clips, train=True, mutable=['batch_stats'],
-                           rngs={'dropout': jax.random.key(0)})
+  _, updates = jax.eval_shape(
+      lambda v: model.apply(v, clips, train=True, mutable=['batch_stats'],
+                            rngs={'dropout': jax.random.key(0)}), variables)
   assert set(updates) == {'batch_stats'}
 
 
