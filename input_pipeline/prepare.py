@@ -45,6 +45,7 @@ from input_pipeline import layouts
 from input_pipeline import records
 from input_pipeline import workers
 from input_pipeline.layouts import common
+from stm_jax import files
 
 VERSION = '1.0.0'
 SPLIT_DATASETS = ('ucf101', 'hmdb51')  # datasets with official splits 1-3: one builder config each
@@ -197,7 +198,7 @@ def _run(tasks, num_workers, bar, work_dir, inline) -> None:
     poisoned = {(s, v): r for s, v, r in _read_json(path)}
 
   def save(p):
-    records.write_json(path, [[s, v, r] for (s, v), r in sorted(p.items())])
+    files.write_json(path, [[s, v, r] for (s, v), r in sorted(p.items())])
 
   workers.run(tasks, num_workers, lambda: bar.update(1), poisoned, save)
 
@@ -289,13 +290,11 @@ def _summary(config, ds_dir, layout, sidecars, settings, seconds, resumed, writt
 def _write_quarantine(path, sidecars) -> int:
   lines = [q for s in sorted(sidecars, key=lambda s: (s['split'], s['index']))
            for q in s['quarantine']]
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
+  with files.atomic_write(path) as f:
     f.write('split\tid\tfile\treason\n')
     for q in lines:
       f.write('\t'.join(str(q[k]).replace('\t', ' ') for k in ('split', 'id', 'file', 'reason')))
       f.write('\n')
-  os.replace(tmp, path)
   return len(lines)
 
 
@@ -365,7 +364,7 @@ def _prepare_locked(config, layout, settings, fingerprint, start) -> dict:
     print(f'{dataset_name(config)} is already prepared in {ds_dir} (same annotations and '
           'settings); nothing to do. Pass --config.data.overwrite=True to redo it.')
     return done
-  records.write_json(os.path.join(work, 'plan.json'),
+  files.write_json(os.path.join(work, 'plan.json'),
                      {'fingerprint': fingerprint, 'settings': settings})
   num_classes = len(layout.class_names) if layout.class_names else int(config.data.num_classes)
   tasks = _plan(config, layout, settings, ds_dir, num_classes)
@@ -398,7 +397,7 @@ def _prepare_locked(config, layout, settings, fingerprint, start) -> dict:
   summary['bytes_on_disk'] += os.path.getsize(os.path.join(staging, 'dataset_info.json'))
   summary.update(fingerprint=fingerprint, num_classes=len(class_names),
                  quarantine=os.path.join(ds_dir, QUARANTINE_FILE) if skipped else None)
-  records.write_json(os.path.join(ds_dir, SUMMARY_FILE), summary)
+  files.write_json(os.path.join(ds_dir, SUMMARY_FILE), summary)
   os.replace(os.path.join(staging, 'dataset_info.json'), os.path.join(ds_dir, 'dataset_info.json'))
   shutil.rmtree(work, ignore_errors=True)
   return summary

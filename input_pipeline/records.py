@@ -13,7 +13,6 @@ why). The sidecar is the mark of a finished shard: a re-run skips shards that ha
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Callable
@@ -25,6 +24,7 @@ from array_record.python import array_record_module
 from input_pipeline import video
 from input_pipeline.layouts import common
 from input_pipeline.layouts import tfrecord
+from stm_jax import files
 
 # One record a chunk (random access, as TFDS writes ArrayRecord), uncompressed: JPEG does not
 # compress, and zstd would cost 5x the write time and 2x the read time for nothing (measured).
@@ -116,16 +116,6 @@ def convert_entry(entry: common.Entry, task: ShardTask) -> dict:
           'frames': frames, 'label_name': label_name}
 
 
-def write_json(path: str, obj) -> None:
-  """Writes JSON atomically (temporary file, fsync, rename)."""
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def write_shard(task: ShardTask, progress: Callable[[int, bool], None] | None = None) -> dict:
   """Converts a shard's videos, puts its ArrayRecord file and sidecar in place; returns the sidecar.
 
@@ -172,7 +162,7 @@ def write_shard(task: ShardTask, progress: Callable[[int, bool], None] | None = 
       'records': records, 'quarantine': quarantine, 'label_names': label_names,
       'bytes': os.path.getsize(task.path), 'seconds': time.time() - start,
   }
-  write_json(task.done_path, sidecar)
+  files.write_json(task.done_path, sidecar)
   return sidecar
 
 

@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from stm_jax import demo_data
+from stm_jax import files
 
 NAMES = {'none': 'TSN', 'tsm': 'TSM', 'cstm': 'CSTM', 'cmm': 'CMM', 'stm': 'STM',
          'stm_concat': 'STM (concat)'}
@@ -66,13 +67,6 @@ def _read_json(path: str) -> Any:
     return json.load(f)
 
 
-def _write_json(path: str, value: Any) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
-
-
 def check_same_run(config: ml_collections.ConfigDict, run_dir: str) -> None:
   """Raises FileExistsError if `run_dir` holds a run of another config: a rerun must not resume
   (or report) a model trained with other settings as if it were this one."""
@@ -110,7 +104,7 @@ def run_model(config: ml_collections.ConfigDict, run_dir: str) -> dict[str, Any]
       print(f'{name}: stopped at step {run.step} of {run.total_steps} after a checkpoint; rerun '
             'the demo to resume', flush=True)
       raise SystemExit(PREEMPTED_EXIT_CODE)
-    _write_json(train_path, {'seconds': time.time() - start, 'steps': run.step})
+    files.write_json(train_path, {'seconds': time.time() - start, 'steps': run.step})
   trained = _read_json(train_path)
   print(f'--- {name}: evaluating on the validation split', flush=True)
   metrics = evaluate.evaluate(config, run_dir, 'val')
@@ -127,7 +121,7 @@ def run_model(config: ml_collections.ConfigDict, run_dir: str) -> dict[str, Any]
       'steps': trained['steps'],
       'val_videos': metrics['num_labelled'],
   }
-  _write_json(result_path, row)
+  files.write_json(result_path, row)
   return dict(row, skipped=False)
 
 
@@ -202,7 +196,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]
   print(table, flush=True)
   with open(os.path.join(workdir, 'comparison.md'), 'w', encoding='utf-8') as f:
     f.write(table + '\n')
-  _write_json(os.path.join(workdir, 'comparison.json'), rows)
+  files.write_json(os.path.join(workdir, 'comparison.json'), rows)
   plot(os.path.join(workdir, 'comparison.png'), rows, int(config.data.num_classes))
   print(f'wrote {os.path.join(workdir, "comparison.md")} and comparison.png', flush=True)
   return rows

@@ -33,6 +33,8 @@ import av
 import ml_collections
 import numpy as np
 
+from stm_jax import files
+
 # pair name -> (template of the forward class, template of its time-reversed partner)
 PAIRS = {
     'left_right': ('Moving [something] from left to right',
@@ -308,13 +310,6 @@ def _annotation(vid: str, label: int, spec: VideoSpec, config) -> dict[str, Any]
           'placeholders': [thing]}
 
 
-def _write_json(path: str, obj: Any) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
-
-
 def write_dataset(raw_dir: str, config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Writes the dataset of `config.demo` into `raw_dir` (sthv2 layout); returns the manifest.
 
@@ -348,9 +343,9 @@ def write_dataset(raw_dir: str, config: ml_collections.ConfigDict) -> dict[str, 
                             'another workdir')
   os.makedirs(video_dir, exist_ok=True)
   os.makedirs(label_dir, exist_ok=True)
-  _write_json(partial_path, {'fingerprint': fp})
+  files.write_json(partial_path, {'fingerprint': fp})
   names = templates(config)
-  _write_json(os.path.join(label_dir, 'labels.json'),
+  files.write_json(os.path.join(label_dir, 'labels.json'),
               {n: str(i) for i, n in enumerate(class_names(config))})
   counts = {}
   for split, items in dataset_plan(config).items():
@@ -361,10 +356,10 @@ def write_dataset(raw_dir: str, config: ml_collections.ConfigDict) -> dict[str, 
       if not os.path.exists(path):
         write_webm(path, render(spec, int(d.num_frames), int(d.frame_size)), int(d.fps))
       annotations.append(_annotation(vid, label, spec, config))
-    _write_json(os.path.join(label_dir, f'{split}.json'), annotations)
+    files.write_json(os.path.join(label_dir, f'{split}.json'), annotations)
     counts[split] = len(annotations)
   manifest = {'fingerprint': fp, 'counts': counts, 'classes': names,
               'num_frames': int(d.num_frames), 'frame_size': int(d.frame_size)}
-  _write_json(manifest_path, manifest)
+  files.write_json(manifest_path, manifest)
   os.remove(partial_path)
   return dict(manifest, skipped=False)

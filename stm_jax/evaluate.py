@@ -55,10 +55,15 @@ def views_per_video(config: ml_collections.ConfigDict, mode: str) -> int:
 
 # --- device ------------------------------------------------------------------------------------
 
+def class_scores(variables: dict[str, Any], clips: jax.Array, *, model: nn.Module) -> jax.Array:
+  """Softmax scores (float32, (B, classes)) of clips: what evaluation and prediction average."""
+  logits = model.apply(variables, clips, train=False)
+  return jax.nn.softmax(logits.astype(np.float32), axis=-1)
+
+
 def eval_step(variables: dict[str, Any], batch: Batch, *, model: nn.Module) -> Batch:
-  """Softmax scores (float32, (B, classes)) of a batch's views, with their label/mask/video."""
-  logits = model.apply(variables, batch['clips'], train=False)
-  return {'scores': jax.nn.softmax(logits.astype(np.float32), axis=-1),
+  """Softmax scores of a batch's views, with their label/mask/video."""
+  return {'scores': class_scores(variables, batch['clips'], model=model),
           'label': batch['label'], 'mask': batch['mask'], 'video_index': batch['video_index']}
 
 

@@ -38,7 +38,8 @@ class LoadedModel:
     return self.model.apply(self.variables, clips, train=False)
 
 
-def _is_run_directory(directory: str) -> bool:
+def is_run_directory(directory: str) -> bool:
+  """Whether `directory` is a training run (rather than converted weights)."""
   return run_info.has_config(directory) or os.path.isdir(
       os.path.join(directory, checkpointing.CHECKPOINT_DIR))
 
@@ -54,7 +55,7 @@ def load(checkpoint: str, config: ml_collections.ConfigDict) -> LoadedModel:
   if not os.path.isdir(checkpoint):
     raise FileNotFoundError(f'{checkpoint}: no such directory (expected a training run '
                             'directory or weights written by launch.py --mode=convert)')
-  if _is_run_directory(checkpoint):
+  if is_run_directory(checkpoint):
     return _load_run(checkpoint, config)
   return _load_converted(checkpoint, config)
 

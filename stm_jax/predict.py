@@ -16,12 +16,12 @@ top-5 names and probabilities, and every class's probability (`score_<c>`, as ev
 """
 
 import csv
+import functools
 import dataclasses
 import os
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -29,6 +29,7 @@ from input_pipeline import pipeline
 from input_pipeline import video_clips
 from input_pipeline.layouts import common
 from stm_jax import evaluate
+from stm_jax import files
 from stm_jax import inference
 
 TOP_K = 5
@@ -62,13 +63,6 @@ class Predictor:
             'top5': [(int(c), names[c], float(scores[c])) for c in order], 'scores': scores}
 
 
-def _softmax_scores(model) -> Callable[[Any, np.ndarray], jax.Array]:
-  def scores(variables, clips):
-    logits = model.apply(variables, clips, train=False)
-    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  return jax.jit(scores)
-
-
 def create_predictor(loaded: inference.LoadedModel, config: ml_collections.ConfigDict,
                      mode: str = 'val') -> Predictor:
   """A predictor for `loaded` with protocol `mode`: clip geometry from the run's config, the
@@ -82,7 +76,8 @@ def create_predictor(loaded: inference.LoadedModel, config: ml_collections.Confi
   return Predictor(loaded=loaded, spec=spec, mode=mode,
                    jpeg_quality=int(loaded.config.data.get('jpeg_quality', 90)),
                    threads=min(8, os.cpu_count() or 1),
-                   scores_fn=_softmax_scores(loaded.model))
+                   scores_fn=jax.jit(functools.partial(evaluate.class_scores,
+                                                       model=loaded.model)))
 
 
 def format_prediction(prediction: dict[str, Any]) -> str:
@@ -92,13 +87,12 @@ def format_prediction(prediction: dict[str, Any]) -> str:
 
 def write_csv(path: str, predictions: list[dict[str, Any]], num_classes: int,
               relative_to: str | None = None) -> None:
-  """Writes predictions as CSV, atomically (a temporary file renamed over `path`)."""
+  """Writes predictions as CSV, atomically (files.atomic_write)."""
   header = ['path', 'num_frames', 'views']
   for k in range(1, TOP_K + 1):
     header += [f'top{k}', f'top{k}_probability']
   header += [f'score_{c}' for c in range(num_classes)]
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', newline='', encoding='utf-8') as f:
+  with files.atomic_write(path, newline='', encoding='utf-8') as f:
     writer = csv.writer(f)
     writer.writerow(header)
     for p in predictions:
@@ -107,9 +101,6 @@ def write_csv(path: str, predictions: list[dict[str, Any]], num_classes: int,
       for k in range(TOP_K):
         row += [p['top5'][k][1], f'{p["top5"][k][2]:.7g}'] if k < len(p['top5']) else ['', '']
       writer.writerow(row + [f'{v:.7g}' for v in p['scores']])
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def predict_file(predictor: Predictor, path: str) -> dict[str, Any]:

@@ -11,17 +11,10 @@ from typing import Any
 
 import ml_collections
 
+from stm_jax import files
+
 CONFIG_FILE = 'config.json'
 CLASS_NAMES_FILE = 'class_names.json'
-
-
-def _write_json_atomically(path: str, value: Any) -> None:
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(value, f, indent=1, ensure_ascii=False)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def _lists_to_tuples(value: Any) -> Any:
@@ -37,9 +30,9 @@ def write(workdir: str, config: ml_collections.ConfigDict,
           class_names: list[str] | None) -> None:
   """Writes the run's config (and class names, when the dataset has them) into `workdir`."""
   os.makedirs(workdir, exist_ok=True)
-  _write_json_atomically(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))
+  files.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))
   if class_names:
-    _write_json_atomically(os.path.join(workdir, CLASS_NAMES_FILE), list(class_names))
+    files.write_json(os.path.join(workdir, CLASS_NAMES_FILE), list(class_names))
 
 
 def has_config(directory: str) -> bool:

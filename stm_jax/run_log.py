@@ -35,6 +35,8 @@ from absl import logging
 import numpy as np
 import tqdm
 
+from stm_jax import files
+
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
 CURVES_FILE = 'curves.png'
@@ -117,12 +119,8 @@ def _truncate_after(path: str, step: int) -> None:
     return
   logging.info('%s: dropping %d records after step %d (to be redone by this run) and %d '
                'unreadable lines', path, len(records) - len(keep), step, bad)
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
+  with files.atomic_write(path, encoding='utf-8') as f:
     f.writelines(json.dumps(r) + '\n' for r in keep)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def plot_curves(records: list[dict[str, Any]], path: str) -> bool:
@@ -157,9 +155,8 @@ def plot_curves(records: list[dict[str, Any]], path: str) -> bool:
     if ax.lines:
       ax.legend()
   figure.tight_layout()
-  tmp = f'{path}.tmp-{os.getpid()}.png'
-  figure.savefig(tmp, format='png')
-  os.replace(tmp, path)
+  with files.atomic_write(path, 'wb') as f:
+    figure.savefig(f, format='png')
   return True
 
 

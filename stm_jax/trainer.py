@@ -122,8 +122,8 @@ def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Any] | No
   if not config.init_checkpoint:
     return None
   logging.info('initial weights from %s', config.init_checkpoint)
-  if os.path.isdir(os.path.join(config.init_checkpoint, checkpointing.CHECKPOINT_DIR)):
-    from stm_jax import inference  # pylint: disable=g-import-not-at-top
+  from stm_jax import inference  # pylint: disable=g-import-not-at-top
+  if inference.is_run_directory(config.init_checkpoint):
     variables = inference.load(config.init_checkpoint, config).variables
     return jax.tree.map(np.asarray, jax.device_get(variables))
   from stm_jax import convert  # pylint: disable=g-import-not-at-top
