@@ -1,34 +1,86 @@
 """The one entry point: `python launch.py --mode=<mode> --config=configs/<recipe>.py [--config.x=y ...]`.
 
 With no flags it runs the demo (configs/demo.py): synthetic videos, TSN vs CSTM vs CMM vs STM.
+`MODES` maps each mode to the function it runs. A user's mistake (a bad config field, path, layout
+or checkpoint) ends in one line `error: ...` and exit status 2; a bug keeps its traceback.
+Commands on a run (eval, predict, visualize, export) take the model from the run's own
+`config.json`; the command line overrides only the fields it names.
 """
 
-import logging
+import logging as python_logging
+import os
+import sys
+import time
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
-# JAX logs at INFO each backend it does not find (e.g. "Unable to initialize backend 'tpu'").
-logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
-# Orbax logs every step of every save at INFO through absl's logger; keep its warnings only.
-logging.getLogger('absl').addFilter(
-    lambda record: record.levelno >= logging.WARNING or '/orbax/' not in record.pathname)
+from configs import demo as demo_recipe
+from input_pipeline import errors
+from input_pipeline.prepare import converter
+from stm_jax.core import config_check
+from stm_jax.core import run_directory
+from stm_jax.core import sharding
+from stm_jax.core import weights
+from stm_jax.demo import comparison
+from stm_jax.evaluation import runner
+from stm_jax.tools import convert
+from stm_jax.tools import export
+from stm_jax.tools import predict
+from stm_jax.tools import summary
+from stm_jax.tools import visualize
+from stm_jax.train import loop
+from stm_jax.train import preemption
 
-MODES = ('demo', 'summary', 'convert', 'prepare', 'train', 'eval', 'predict', 'visualize',
-         'export')
+# JAX logs at INFO each backend it does not find (e.g. "Unable to initialize backend 'tpu'").
+python_logging.getLogger('jax._src.xla_bridge').setLevel(python_logging.WARNING)
+# Orbax logs every step of every save at INFO through absl's logger; keep its warnings only.
+python_logging.getLogger('absl').addFilter(
+    lambda record: record.levelno >= python_logging.WARNING or '/orbax/' not in record.pathname)
+
 DEMO_WORKDIR = 'stm_demo'
-# Exit status of a run stopped by SIGTERM after its checkpoint (128 + SIGTERM): rerun to resume.
-PREEMPTED_EXIT_CODE = 143
+USER_ERROR_EXIT_CODE = 2
+MODE_NAMES = ('demo', 'summary', 'convert', 'prepare', 'train', 'eval', 'predict', 'visualize',
+              'export')
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('mode', 'demo', MODES, 'What to run.')
-config_flags.DEFINE_config_file('config', 'configs/sthv1.py', 'Recipe file; fields overridable '
-                                '(demo: configs/demo.py unless given).', lock_config=True)
+
+
+def _flag_error(e: Exception, argv: list[str]) -> str:
+  """The `error:` line for a flag absl or ml_collections could not parse."""
+  if isinstance(e, OSError):  # The --config file could not be loaded.
+    given = next((a for a in argv if a.startswith('--config=')), '--config')
+    path = given.partition('=')[2].split(':')[0]
+    if path and not os.path.isfile(path):
+      return f'{given}: no such file (recipes are in configs/)'
+    return f'{given}: cannot load it as a config file ({str(e).splitlines()[0]})'
+  if isinstance(e, (KeyError, AttributeError)):  # An override names a field the config lacks.
+    key = str(e).strip('\'"')
+    given = next((a.split('=')[0] for a in argv
+                  if a.startswith('--config.') and key in a.split('=')[0].split('.')), '--config')
+    return f'{given}: the config has no field {key!r} (every field is declared in configs/default.py)'
+  return str(e)
+
+
+def _exit_with_flag_error(e: Exception, argv: list[str]):
+  print(f'error: {_flag_error(e, argv)}', file=sys.stderr)
+  sys.exit(USER_ERROR_EXIT_CODE)
+
+
+_FLAG_ERRORS = (flags.Error, OSError, KeyError, AttributeError)
+flags.DEFINE_enum('mode', 'demo', MODE_NAMES, 'What to run.')
+try:  # ml_collections applies the command line's overrides to the default file right here.
+  config_flags.DEFINE_config_file('config', 'configs/sthv1.py', 'Recipe file; fields '
+                                  'overridable (demo: configs/demo.py unless given).',
+                                  lock_config=True)
+except _FLAG_ERRORS as error:
+  _exit_with_flag_error(error, sys.argv)
 flags.DEFINE_string('input', None, 'convert: a .pth, .safetensors or .npz state dict. predict: a '
                     'video file, a folder of JPEG frames, or a folder of videos (searched '
                     'recursively). visualize: a video file.')
-flags.DEFINE_string('output', None, 'convert: the Orbax checkpoint directory to write. predict: '
+flags.DEFINE_string('output', None, 'convert: the weights directory to write. predict: '
                     'the CSV to write (default: <folder>/predictions.csv for a folder, none for '
                     'one video). visualize: the PNG (default: <video name>_stm.png). export: the '
                     'directory to create (must not exist).')
@@ -41,7 +93,7 @@ flags.DEFINE_string('workdir', None, 'train: the run directory (checkpoints); a 
 flags.DEFINE_enum('eval_protocol', 'val', ('val', 'test'),
                   'eval, predict: val (1 clip, centre crop) or test (num_clips x num_crops views).')
 flags.DEFINE_string('checkpoint_step', None, 'eval: the checkpoint to evaluate: a step number, '
-                   'or best (the best validation top-1 kept during training); default: latest.')
+                    'or best (the best validation top-1 kept during training); default: latest.')
 flags.DEFINE_enum('distributed', 'auto', ('auto', 'yes', 'no'),
                   'jax.distributed.initialize() before training: yes, no, or auto (when the '
                   'environment shows several processes: SLURM, Open MPI, TPU VMs, '
@@ -52,77 +104,148 @@ flags.DEFINE_integer('num_processes', None, 'Multi-process runs: how many proces
 flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process (0 .. num_processes-1).')
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  config = FLAGS.config
-  if FLAGS.mode == 'demo':
-    from stm_jax import demo
-    if not FLAGS['config'].present:
-      from configs import demo as demo_config
-      config = demo_config.get_config()
-    demo.main(config, FLAGS.workdir or DEMO_WORKDIR)
-  elif FLAGS.mode in ('predict', 'visualize', 'export'):
-    _inference_mode(config)
-  elif FLAGS.mode == 'summary':
-    from stm_jax import summary
-    summary.main(config)
-  elif FLAGS.mode == 'convert':
-    from stm_jax import convert
-    if not FLAGS.input or not FLAGS.output:
-      raise app.UsageError('--mode=convert needs --input=<weights> and --output=<checkpoint dir>')
-    convert.main(config, FLAGS.input, FLAGS.output)
-  elif FLAGS.mode == 'prepare':
-    from input_pipeline import prepare
-    prepare.main(config)
-  elif FLAGS.mode in ('train', 'eval'):
-    if not FLAGS.workdir:
-      raise app.UsageError(f'--mode={FLAGS.mode} needs --workdir=<run directory>')
-    from stm_jax import sharding
-    sharding.maybe_initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
-                                          FLAGS.num_processes, FLAGS.process_id)
-    if FLAGS.mode == 'eval':
-      from stm_jax import evaluate
-      step = FLAGS.checkpoint_step
-      if step is not None and step != 'best':
-        if not step.isdigit():
-          raise app.UsageError(f'--checkpoint_step={step}: expected a step number or best')
-        step = int(step)
-      evaluate.main(config, FLAGS.workdir, FLAGS.eval_protocol, step)
-      return
-    from stm_jax import trainer
-    try:
-      result = trainer.train_and_evaluate(config, FLAGS.workdir)
-    except trainer.NonFiniteLossError as e:
-      raise SystemExit(f'error: {e}') from None
-    if result.preempted:
-      print(f'preempted at step {result.step} of {result.total_steps}: checkpoint saved in '
-            f'{FLAGS.workdir}; rerun the same command to resume')
-      raise SystemExit(PREEMPTED_EXIT_CODE)
-    print(f'trained {result.step} steps in {FLAGS.workdir}')
+def _required(name: str, what: str) -> str:
+  """The value of flag `name`, or a UserError saying this mode needs it."""
+  value = FLAGS[name].value
+  if not value:
+    raise errors.UserError(f'--mode={FLAGS.mode} needs --{name}={what}')
+  return value
 
 
-def _inference_mode(config) -> None:
-  """predict / visualize / export: a trained model applied to videos, or serialised."""
-  needs_input = FLAGS.mode in ('predict', 'visualize')
-  if not FLAGS.checkpoint or (needs_input and not FLAGS.input) or (
-      FLAGS.mode == 'export' and not FLAGS.output):
-    what = '--input=<video file or folder>' if needs_input else '--output=<new directory>'
-    raise app.UsageError(f'--mode={FLAGS.mode} needs --checkpoint=<run or weights directory> '
-                         f'and {what}')
+def _command_line_config():
+  """The config the flags describe: `--config` (configs/demo.py for the demo) + overrides."""
+  if FLAGS.mode == 'demo' and not FLAGS['config'].present:
+    return demo_recipe.get_config()
+  return FLAGS.config
+
+
+def _run_config(path: str):
+  """The config of the run (or weights) at `path`, with the command line's overrides."""
+  return run_directory.resolve_config(path, FLAGS.config,
+                                      config_flags.get_override_values(FLAGS['config']))
+
+
+def _start_distributed() -> None:
+  sharding.maybe_initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
+                                        FLAGS.num_processes, FLAGS.process_id)
+
+
+def _demo(config) -> None:
+  comparison.main(config, FLAGS.workdir or DEMO_WORKDIR)
+
+
+def _train(config) -> None:
+  workdir = _required('workdir', '<run directory>')
+  _start_distributed()
   try:
-    if FLAGS.mode == 'predict':
-      from stm_jax import predict
-      predict.main(config, FLAGS.checkpoint, FLAGS.input, FLAGS.output, FLAGS.eval_protocol)
-    elif FLAGS.mode == 'visualize':
-      from stm_jax import visualize
-      visualize.main(config, FLAGS.checkpoint, FLAGS.input, FLAGS.output)
-    else:
-      from stm_jax import export
-      export.main(config, FLAGS.checkpoint, FLAGS.output)
-  except (FileNotFoundError, FileExistsError, ValueError) as e:
+    result = loop.train_and_evaluate(config, workdir)
+  except loop.NonFiniteLossError as e:
     raise SystemExit(f'error: {e}') from None
+  if result.preempted:
+    print(f'preempted at step {result.step} of {result.total_steps}: checkpoint saved in '
+          f'{workdir}; rerun the same command to resume')
+    raise SystemExit(preemption.PREEMPTED_EXIT_CODE)
+  print(f'trained {result.step} steps in {workdir}')
+
+
+def _checkpoint_step() -> int | str:
+  step = FLAGS.checkpoint_step
+  if step is None:
+    return weights.LATEST
+  if step != weights.BEST and not step.isdigit():
+    raise errors.UserError(f'--checkpoint_step={step}: expected a step number or best')
+  return step if step == weights.BEST else int(step)
+
+
+def _eval(config) -> None:
+  workdir = _required('workdir', '<run directory>')
+  _start_distributed()
+  runner.evaluate(config, workdir, FLAGS.eval_protocol, _checkpoint_step())
+
+
+def _predict(config) -> None:
+  predict.main(config, FLAGS.checkpoint, _required('input', '<video file or folder>'),
+               FLAGS.output, FLAGS.eval_protocol)
+
+
+def _visualize(config) -> None:
+  visualize.main(config, FLAGS.checkpoint, _required('input', '<video file>'), FLAGS.output)
+
+
+def _export(config) -> None:
+  export.main(config, FLAGS.checkpoint, _required('output', '<new directory>'))
+
+
+def _convert(config) -> None:
+  convert.main(config, _required('input', '<weights file>'),
+               _required('output', '<new weights directory>'))
+
+
+# mode -> (the function it runs, the flag naming the run whose config.json describes the model).
+MODES = {
+    'demo': (_demo, None),
+    'summary': (summary.main, None),
+    'convert': (_convert, None),
+    'prepare': (converter.main, None),
+    'train': (_train, None),
+    'eval': (_eval, 'workdir'),
+    'predict': (_predict, 'checkpoint'),
+    'visualize': (_visualize, 'checkpoint'),
+    'export': (_export, 'checkpoint'),
+}
+
+
+def _log_to_file() -> None:
+  """absl's INFO lines go to `<workdir>/<mode>.log`; the console keeps warnings and errors,
+  unless `--verbosity` is given."""
+  if not FLAGS['verbosity'].present:
+    logging.get_absl_handler().setLevel(python_logging.WARNING)
+  if FLAGS.mode in ('train', 'eval', 'demo') and (FLAGS.workdir or FLAGS.mode == 'demo'):
+    workdir = FLAGS.workdir or DEMO_WORKDIR
+    if FLAGS.mode != 'eval':  # Evaluation only writes into a run that exists.
+      os.makedirs(workdir, exist_ok=True)
+    if os.path.isdir(workdir):
+      name = FLAGS.mode if FLAGS.process_id in (None, 0) else f'{FLAGS.mode}.{FLAGS.process_id}'
+      handler = python_logging.FileHandler(os.path.join(workdir, f'{name}.log'))
+      handler.setFormatter(python_logging.Formatter(
+          '%(asctime)s %(levelname)s %(filename)s:%(lineno)d] %(message)s'))
+      handler.setLevel(python_logging.INFO)
+      logging.get_absl_logger().addHandler(handler)
+      logging.info('%s: %s', time.strftime('%Y-%m-%d %H:%M:%S'), ' '.join(sys.argv))
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise errors.UserError(f'unexpected arguments: {" ".join(argv[1:])} (flags are --name=value)')
+  run, run_flag = MODES[FLAGS.mode]
+  try:  # A --config file that failed to load raises when first read.
+    config = _command_line_config()
+    config.to_dict()
+  except OSError as e:
+    raise errors.UserError(_flag_error(e, sys.argv)) from None
+  if run_flag is not None:
+    config = _run_config(_required(run_flag, '<run or weights directory>'))
+  config_check.check(config, FLAGS.mode)
+  _log_to_file()
+  run(config)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag or config override reported as one `error:` line."""
+  try:
+    return FLAGS(argv)
+  except _FLAG_ERRORS as e:
+    _exit_with_flag_error(e, argv)
+
+
+def run_main(argv) -> None:
+  """`main`, with a UserError printed as one `error:` line and exit status 2."""
+  try:
+    main(argv)
+  except errors.UserError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(USER_ERROR_EXIT_CODE)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(run_main, flags_parser=_parse_flags)

@@ -37,7 +37,7 @@ from PIL import Image
 import simplejpeg
 
 from input_pipeline import pipeline
-from input_pipeline import records
+from input_pipeline.prepare import records
 
 _VIDEOS = flags.DEFINE_integer('videos', 32, 'Synthetic videos.')
 _FRAMES = flags.DEFINE_integer('frames_per_video', 48, 'Frames per video (sthv2: ~45).')

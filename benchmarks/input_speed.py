@@ -25,9 +25,9 @@ import av
 import numpy as np
 import simplejpeg
 
-from input_pipeline import prepare
-from input_pipeline import records
-from input_pipeline.layouts import common
+from input_pipeline.prepare import converter
+from input_pipeline.prepare import records
+from input_pipeline.prepare.layouts import common
 
 # (name, container extension or 'jpeg', source height, width, what it stands for)
 SOURCES = (
@@ -163,7 +163,7 @@ def _end_to_end(args, root) -> dict:
   config.data.videos_per_shard = 1
   config.data.short_side = args.conv_short_side
   config.data.jpeg_quality = args.conv_quality
-  summary = prepare.prepare(config)
+  summary = converter.prepare(config)
   workers = args.conv_workers or os.cpu_count() or 1
   frames = args.conv_frames * summary['converted']
   return {'source': f'{SOURCES[0][0]}: prepare(), {workers} workers, {copies} videos, pool start '

@@ -1,7 +1,7 @@
 """Training throughput of the real loop: the sharded train step fed by the real grain pipeline.
 
 Builds an in-memory source of synthetic videos (256x340 JPEG frames, as the converter stores them),
-the train pipeline of `input_pipeline/pipeline.py` and the jitted step of `stm_jax/train.py`, then
+the train pipeline of `input_pipeline/pipeline.py` and the jitted step of `stm_jax/train/train_state.py`, then
 times `--steps` steps after `--warmup` and prints one markdown row: clips/s, step time, the
 fraction of time spent waiting for data, and peak memory (host RSS; device peak where the
 backend reports it).
@@ -21,9 +21,9 @@ from benchmarks import input_pipeline_speed
 from configs import default
 from input_pipeline import pipeline
 from stm_jax import models
-from stm_jax import optim
-from stm_jax import sharding
-from stm_jax import train
+from stm_jax.train import optim
+from stm_jax.core import sharding
+from stm_jax.train import train_state
 
 
 def _parse():
@@ -59,8 +59,8 @@ def main():
   mesh = sharding.make_mesh()
   model = models.create(config)
   tx = optim.create_optimizer(config, len(source))
-  state = train.init_train_state(model, tx, config, mesh)
-  step_fn = train.jit_train_step(model, tx, config, mesh)
+  state = train_state.init_train_state(model, tx, config, mesh)
+  step_fn = train_state.jit_train_step(model, tx, config, mesh)
   data = iter(pipeline.create_dataset(source, config, 'train'))
 
   wait = compute = 0.0

@@ -10,6 +10,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   """Returns the default config (STM-ResNet-50, T=8, 224x224)."""
   config = ml_collections.ConfigDict()
+  # Seeds the initialisation, the data order and the augmentation (one seed fixes a run).
   config.seed = 0
   # Global batch (clips, or val/test views), split evenly over the hosts (paper: 8 GPUs x 8).
   config.batch_size = 64
@@ -33,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.cmm_reduction = 16
   # TSM shifts 1/tsm_fold_div of the channels each way (TSM paper: 8).
   config.model.tsm_fold_div = 8
+  # Dropout before the classifier (TSN/TSM: 0.5).
   config.model.dropout_rate = 0.5
   # Compute dtype: float32 or bfloat16. Parameters and BN statistics stay float32.
   config.model.dtype = 'float32'
@@ -42,9 +44,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.channelwise_impl = 'auto'
 
   config.data = ml_collections.ConfigDict()
+  # The dataset's name: its layout reader (prepare) and its folder stm_<dataset> in data_dir.
   config.data.dataset = 'sthv1'
+  # Classes of the dataset (checked against the prepared dataset).
   config.data.num_classes = 174
+  # T: frames per clip (one per TSN segment).
   config.data.num_frames = 8
+  # Side of the square clips the network sees.
   config.data.crop_size = 224
   # Flip policy: False where left/right is part of the label (Something-Something, Jester).
   config.data.random_flip = True
@@ -53,19 +59,25 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.flip_label_map = ()
   # Loading (input_pipeline/pipeline.py). Train: TSN sampling + multi-scale crop; val: segment
   # centres, centre crop; test: num_clips x num_crops views per video (paper 4.2: 10 x 3).
+  # Multi-scale crop (TSN/TSM): the crop's sides are these fractions of the short side...
+  config.data.scales = (1.0, 0.875, 0.75, 0.66)
+  # ...with the two sides at most this many scale steps apart (aspect jitter).
+  config.data.max_distort = 1
   # 13 crop positions (TSM's default) instead of the 4 corners and the centre.
   config.data.more_fix_crop = False
   # The split `launch.py --mode=eval` reads ('validation', or 'test' where it is labelled).
   config.data.eval_split = 'validation'
+  # The test protocol's views (input_pipeline/protocols.py): clips spread inside the segments...
   config.data.num_clips = 10
-  # 1 (centre) or 3 (both ends and centre of the long side), full short side, resized to crop_size.
+  # ...x 1 (centre) or 3 (both ends and centre of the long side) crops of the full short side,
+  # resized to crop_size.
   config.data.num_crops = 3
   # grain worker processes building batches; 0 = in this process.
   config.data.num_workers = 0
   # Threads building batches in each loading process (decode and resize release the GIL).
   config.data.num_threads = 2
 
-  # Preparation (`launch.py --mode=prepare`, input_pipeline/prepare.py).
+  # Preparation (`launch.py --mode=prepare`, input_pipeline/prepare/converter.py).
   # Where the official download was unpacked; the converter finds its files inside.
   config.data.raw_dir = ''
   # TFDS data_dir: the prepared dataset goes to <data_dir>/stm_<dataset>[/split<k>]/1.0.0.
@@ -77,6 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Frames are stored as JPEG with this shorter side (never upscaled); JPEG input already at or
   # under it is copied byte for byte.
   config.data.short_side = 256
+  # JPEG quality of re-encoded frames (prepare, and predict on raw videos).
   config.data.jpeg_quality = 90
   # Videos per ArrayRecord shard: the unit of parallel work and of resumption.
   config.data.videos_per_shard = 128
@@ -85,17 +98,20 @@ def get_config() -> ml_collections.ConfigDict:
   # prepare: replace an existing dataset made from other annotations or settings.
   config.data.overwrite = False
 
-  # Training (`launch.py --mode=train`, stm_jax/train.py; paper 4.2, DESIGN.md section 4).
+  # Training (`launch.py --mode=train`, stm_jax/train/; paper 4.2, docs/design.md section 4).
   config.optim = ml_collections.ConfigDict()
   # Learning rate for a global batch of 64 clips; the run uses base_lr * batch_size / 64.
   config.optim.base_lr = 0.01
+  # SGD momentum (PyTorch's form: buf = momentum * buf + grad).
   config.optim.momentum = 0.9
+  # Nesterov momentum instead of the heavy ball.
   config.optim.nesterov = False
   # L2 weight decay, added to the gradient before momentum (PyTorch SGD).
   config.optim.weight_decay = 5e-4
   # False: decay conv/dense kernels only, not BatchNorm scales/offsets nor biases (TSM's code);
   # True: decay every parameter.
   config.optim.decay_all_params = False
+  # Passes over the training split.
   config.optim.epochs = 50
   # The learning rate is multiplied by decay_factor at the start of each of these epochs.
   config.optim.decay_epochs = (30, 40, 45)
@@ -108,10 +124,11 @@ def get_config() -> ml_collections.ConfigDict:
   # (BatchNorm statistics are then per micro-batch).
   config.optim.grad_accum_steps = 1
 
-  # Run bookkeeping.
+  # Run bookkeeping. A checkpoint every this many steps (and on SIGTERM and at the end).
   config.checkpoint_every_steps = 1000
   # Checkpoints kept in <workdir>/checkpoints (the oldest are deleted).
   config.keep_checkpoints = 3
+  # A console line, TensorBoard and metrics.jsonl entry every this many steps.
   config.log_every_steps = 50
   # Evaluate on the eval split (val protocol) every this many epochs (may be fractional; 0 =
   # never) and keep the best top-1 checkpoint in <workdir>/best.

@@ -1,6 +1,6 @@
-"""The out-of-the-box demo (`python launch.py` with no flags; stm_jax/demo.py).
+"""The out-of-the-box demo (`python launch.py` with no flags; stm_jax/demo/comparison.py).
 
-Synthetic videos whose classes come in time-reversed pairs (stm_jax/demo_data.py), in the
+Synthetic videos whose classes come in time-reversed pairs (stm_jax/demo/videos.py), in the
 Something-Something v2 layout; tiny TSN, CSTM, CMM and STM networks trained with the same budget
 on CPU. Sized to finish within 10 minutes on 2 CPU cores (5 min 45 s measured on a 2-core
 development machine: 40 s writing the videos, 15 s preparing them, 60-80 s per model).
@@ -59,7 +59,7 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   config.data.num_frames = 8
   config.data.short_side = demo.get_ref('frame_size')  # frames stored as generated
   config.data.crop_size = 32
-  # Multi-scale crop scales (paper: 1, .875, .75, .66): the smallest would cut too much of
+  # Multi-scale crop scales (default: 1, .875, .75, .66): the smallest would cut too much of
   # these small frames.
   config.data.scales = (1.0, 0.875, 0.75)
   # Left/right is in the labels.

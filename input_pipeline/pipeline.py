@@ -11,9 +11,8 @@ train  `grain.MapDataset` graph: global shuffle (`seed`; a new order each epoch)
        share of the global stream (element `i * shard_count + shard_index`) -> batches of
        `global_batch_size / shard_count`, remainder dropped. Infinite unless `num_epochs` is given;
        a finite stream is cut to whole global batches so that every host runs the same steps.
-val    one view per video (segment centres, centre crop).
-test   `num_clips x num_crops` views per video (paper 4.2: 10 x 3).
-       Views are numbered video-major (video, clip, crop); the global batch `s` holds views
+val, test  the views of an evaluation protocol (protocols.py: val 1 view, test
+       `num_clips x num_crops`). Views are numbered video-major (video, clip, crop); the global batch `s` holds views
        `[s * B, (s + 1) * B)` and host `h` its rows `[h * b, (h + 1) * b)`, so the concatenation
        of the hosts' batches in process order is the global batch in view order. The last batch is
        padded: padding rows have `mask` 0, `label` -1, `video_index` -1 and a zero clip. Every
@@ -21,10 +20,10 @@ test   `num_clips x num_crops` views per video (paper 4.2: 10 x 3).
 
 Batches: `{'clips': uint8 (b, T, H, W, 3), 'label': int32 (b,)}`, plus for val/test
 `'mask': int32 (b,)` (1 real, 0 padding) and `'video_index': int32 (b,)` (index of the video in
-the source). Normalisation happens on device (DESIGN §2).
+the source). Normalisation happens on device (docs/design.md section 2).
 
 Workers: `num_workers` > 0 runs the graph in that many `grain` worker processes (`mp_prefetch`,
-spawned: the calling program needs absl flags parsed and a `__main__` guard, DESIGN §7); 0 runs it
+spawned: the calling program needs absl flags parsed and a `__main__` guard, docs/design.md section 7); 0 runs it
 in this process. Either way the batches are the same for a seed. Within each process
 `num_threads` threads build batches concurrently (JPEG decoding and resizing release the GIL).
 The iterator's state (`it.get_state()` / `it.set_state()`, or through Orbax with
@@ -40,10 +39,12 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from input_pipeline import errors
+from input_pipeline import protocols
 from input_pipeline import sampling
 from input_pipeline import transforms
 
-MODES = ('train', 'val', 'test')
+MODES = ('train',) + protocols.NAMES
 # Augmentation seeds are derived from the shuffle seed so one `seed` fixes the whole stream.
 _AUGMENT_SEED_OFFSET = 1
 
@@ -59,8 +60,6 @@ class ClipSpec:
   scales: tuple[float, ...] = transforms.SCALES
   max_distort: int = 1
   more_fix_crop: bool = False
-  num_clips: int = 1
-  num_crops: int = 1
 
   @classmethod
   def from_config(cls, config) -> 'ClipSpec':
@@ -72,17 +71,10 @@ class ClipSpec:
         short_side=int(data.short_side),
         random_flip=bool(data.random_flip),
         flip_label_map=normalize_label_map(data.flip_label_map),
-        scales=tuple(float(s) for s in data.get('scales', transforms.SCALES)),
-        max_distort=int(data.get('max_distort', 1)),
-        more_fix_crop=bool(data.get('more_fix_crop', False)),
-        num_clips=int(data.get('num_clips', 1)),
-        num_crops=int(data.get('num_crops', 1)),
+        scales=tuple(float(s) for s in data.scales),
+        max_distort=int(data.max_distort),
+        more_fix_crop=bool(data.more_fix_crop),
     )
-
-  def views_per_video(self, mode: str) -> int:
-    """Returns how many clips x crops one video gives in `mode` (val: always 1)."""
-    _check_mode(mode)
-    return self.num_clips * self.num_crops if mode == 'test' else 1
 
 
 def normalize_label_map(label_map: Any) -> tuple[tuple[int, int], ...]:
@@ -92,13 +84,13 @@ def normalize_label_map(label_map: Any) -> tuple[tuple[int, int], ...]:
   items = label_map.items() if hasattr(label_map, 'items') else label_map
   pairs = tuple(sorted((int(a), int(b)) for a, b in items))
   if len({a for a, _ in pairs}) != len(pairs):
-    raise ValueError(f'flip_label_map maps a label twice: {pairs}')
+    raise errors.bad_field('data.flip_label_map', label_map, 'maps a label twice')
   return pairs
 
 
 def _check_mode(mode: str) -> None:
   if mode not in MODES:
-    raise ValueError(f'mode must be one of {MODES}, got {mode!r}.')
+    raise errors.UserError(f'pipeline mode {mode!r}: must be one of {", ".join(MODES)}')
 
 
 class TrainClip(grain.transforms.RandomMap):
@@ -131,21 +123,18 @@ class TrainClip(grain.transforms.RandomMap):
 
 
 class EvalView(grain.transforms.Map):
-  """Local view number -> one val/test view of a video, or a padding view past the last one.
+  """Local view number -> one view of a video under `protocol`, or a padding view past the last.
 
   Holds the source: a view reads its video itself. The records and decoded frames of the last
   video/clip seen by each thread are kept, so the crops of one clip are decoded once.
   """
 
-  def __init__(self, source, spec: ClipSpec, mode: str, *, global_batch_size: int,
-               shard_index: int, shard_count: int):
-    _check_mode(mode)
-    if mode == 'train':
-      raise ValueError('EvalView is for val/test.')
+  def __init__(self, source, spec: ClipSpec, protocol: protocols.Protocol, *,
+               global_batch_size: int, shard_index: int, shard_count: int):
     self._source = source
     self._spec = spec
-    self._mode = mode
-    self._views = spec.views_per_video(mode)
+    self._protocol = protocol
+    self._views = protocol.views_per_video
     self._num_views = len(source) * self._views
     self._global_batch = global_batch_size
     self._local_batch = per_host_batch_size(global_batch_size, shard_count)
@@ -176,11 +165,7 @@ class EvalView(grain.transforms.Map):
       record = (video, self._source[video])
       self._local.record = record
     frames = record[1]['frames']
-    if self._mode == 'val':
-      indices = sampling.val_indices(len(frames), self._spec.num_frames)
-    else:
-      indices = sampling.test_indices(len(frames), self._spec.num_frames,
-                                      self._spec.num_clips)[clip]
+    indices = self._protocol.clip_indices(len(frames), self._spec.num_frames)[clip]
     label = int(record[1]['label'])
     images = transforms.decode(frames, indices)
     self._local.clip = ((video, clip), label, images)
@@ -194,13 +179,10 @@ class EvalView(grain.transforms.Map):
       return {'clips': np.zeros((spec.num_frames, spec.crop_size, spec.crop_size, 3), np.uint8),
               'label': np.int32(-1), 'mask': np.int32(0), 'video_index': np.int32(-1)}
     video, view = divmod(g, self._views)
-    clip, crop = divmod(view, spec.num_crops if self._mode == 'test' else 1)
+    clip, crop = divmod(view, self._protocol.num_crops)
     label, images = self._clip(video, clip)
-    if self._mode == 'val':
-      box_fn = functools.partial(transforms.center_box, short_side=spec.short_side,
-                                 crop_size=spec.crop_size)
-    else:
-      box_fn = lambda h, w: transforms.test_boxes(h, w, num_crops=spec.num_crops)[crop]
+    box_fn = functools.partial(self._protocol.box, crop=crop, short_side=spec.short_side,
+                               crop_size=spec.crop_size)
     clips = transforms.crop_resize(images, transforms.boxes_for(images, box_fn), spec.crop_size)
     return {'clips': clips, 'label': np.int32(label),
             'mask': np.int32(1), 'video_index': np.int32(video)}
@@ -209,14 +191,14 @@ class EvalView(grain.transforms.Map):
 def per_host_batch_size(global_batch_size: int, shard_count: int) -> int:
   """Returns the batch each host loads: the global batch split evenly over the hosts."""
   if global_batch_size < 1 or global_batch_size % shard_count:
-    raise ValueError(f'The global batch size {global_batch_size} must be a positive multiple of '
-                     f'the number of hosts {shard_count}.')
+    raise errors.ConfigError(f'The global batch size {global_batch_size} must be a positive '
+                             f'multiple of the number of hosts {shard_count}.')
   return global_batch_size // shard_count
 
 
-def num_eval_steps(num_videos: int, spec: ClipSpec, mode: str, global_batch_size: int) -> int:
-  """Returns the steps of one val/test pass: every view once, the last global batch padded."""
-  return math.ceil(num_videos * spec.views_per_video(mode) / global_batch_size)
+def num_eval_steps(num_videos: int, protocol: protocols.Protocol, global_batch_size: int) -> int:
+  """Returns the steps of one evaluation pass: every view once, the last global batch padded."""
+  return math.ceil(num_videos * protocol.views_per_video / global_batch_size)
 
 
 def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
@@ -249,7 +231,7 @@ def train_dataset(source: Sequence, spec: ClipSpec, *, seed: int, global_batch_s
   shard_index, shard_count = _shard(shard_index, shard_count)
   local_batch = per_host_batch_size(global_batch_size, shard_count)
   if len(source) == 0:
-    raise ValueError('The training source is empty.')
+    raise errors.UserError('The training split is empty: prepare a dataset with training videos')
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(num_epochs)
   if num_epochs is not None:
     ds = ds[:len(ds) // global_batch_size * global_batch_size]
@@ -258,18 +240,19 @@ def train_dataset(source: Sequence, spec: ClipSpec, *, seed: int, global_batch_s
   return _to_iter(ds, num_workers, num_threads)
 
 
-def eval_dataset(source: Sequence, spec: ClipSpec, mode: str, *, global_batch_size: int,
+def eval_dataset(source: Sequence, spec: ClipSpec, protocol: protocols.Protocol, *,
+                 global_batch_size: int,
                  shard_index: int | None = None, shard_count: int | None = None,
                  num_workers: int = 0, num_threads: int = 2) -> grain.IterDataset:
   """Returns this host's val/test batches: every view of every video once, last batch padded.
 
-  Iterating yields exactly `num_eval_steps(len(source), spec, mode, global_batch_size)` batches
+  Iterating yields exactly `num_eval_steps(len(source), protocol, global_batch_size)` batches
   on every host.
   """
   shard_index, shard_count = _shard(shard_index, shard_count)
   local_batch = per_host_batch_size(global_batch_size, shard_count)
-  steps = num_eval_steps(len(source), spec, mode, global_batch_size)
-  view = EvalView(source, spec, mode, global_batch_size=global_batch_size,
+  steps = num_eval_steps(len(source), protocol, global_batch_size)
+  view = EvalView(source, spec, protocol, global_batch_size=global_batch_size,
                   shard_index=shard_index, shard_count=shard_count)
   ds = grain.MapDataset.range(steps * local_batch).map(view).batch(local_batch)
   return _to_iter(ds, num_workers, num_threads)
@@ -290,32 +273,4 @@ def create_dataset(source: Sequence, config, mode: str, *, shard_index: int | No
       num_threads=int(config.data.num_threads if num_threads is None else num_threads))
   if mode == 'train':
     return train_dataset(source, spec, seed=int(config.seed), **kwargs)
-  return eval_dataset(source, spec, mode, **kwargs)
-
-
-def open_source(config, split: str):
-  """Returns the random-access source of a prepared split ('train', 'validation', 'test')."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from input_pipeline import prepare  # pylint: disable=g-import-not-at-top
-  return tfds.builder_from_directory(prepare.dataset_dir(config)).as_data_source(split)
-
-
-def class_names(config) -> list[str] | None:
-  """The class names stored with the prepared dataset, or None when it holds indices only."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from input_pipeline import prepare  # pylint: disable=g-import-not-at-top
-  label = tfds.builder_from_directory(prepare.dataset_dir(config)).info.features['label']
-  names = list(getattr(label, 'names', None) or [])
-  return names or None
-
-
-def to_global_arrays(batch: dict[str, np.ndarray], mesh) -> dict[str, Any]:
-  """Assembles every host's batch into global `jax.Array`s sharded on the mesh's `data` axis.
-
-  Each host passes its own rows; the global batch is the hosts' rows in process order.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
-  sharding = NamedSharding(mesh, PartitionSpec('data'))
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items()}
+  return eval_dataset(source, spec, protocols.from_config(config, mode), **kwargs)

@@ -1,4 +1,4 @@
-"""Which frames of a video make a clip: TSN segment sampling (paper 4.2, DESIGN §3).
+"""Which frames of a video make a clip: TSN segment sampling (paper 4.2, docs/design.md section 3).
 
 A video of `n` frames is cut into `T` equal segments; segment `k` covers the real interval
 `[k * n / T, (k + 1) * n / T)`. A clip takes one frame from each segment:

@@ -22,13 +22,16 @@ import av
 import numpy as np
 import simplejpeg
 
-from input_pipeline.layouts import common
 
 # A video is called truncated when it decodes to fewer than this fraction of the frames its
 # container announces (metadata frame count, or duration x rate). Real files can be a frame or two
 # short of their metadata, and an audio track can make the container slightly longer than the video.
 MIN_FRAME_FRACTION = 0.9
 _INTERPOLATION = 'AREA'
+# File name endings of the video containers and JPEG frames the project reads.
+VIDEO_EXTENSIONS = ('.mp4', '.webm', '.avi', '.mkv', '.mov', '.m4v', '.mpg', '.mpeg', '.flv',
+                    '.wmv', '.3gp', '.ogv')
+JPEG_EXTENSIONS = ('.jpg', '.jpeg')
 
 
 class VideoError(Exception):
@@ -254,7 +257,7 @@ def frame_folder_to_jpegs(folder: str, short_side: int, quality: int) -> list[by
   if not os.path.isdir(folder):
     raise VideoError('missing: frame folder not found' if not os.path.exists(folder)
                      else 'not a frame folder: a file')
-  names = sorted(n for n in os.listdir(folder) if n.lower().endswith(common.JPEG_EXTENSIONS))
+  names = sorted(n for n in os.listdir(folder) if n.lower().endswith(JPEG_EXTENSIONS))
   if not names:
     raise VideoError('no frames: the folder holds no .jpg file')
   jpegs = []

@@ -7,7 +7,7 @@ cropped by the pipeline's own `EvalView` (val: segment centres, centre crop; tes
 file once prepared, pixel for pixel. Only the frames the views need are kept while decoding.
 
 What counts as a video in a folder (`find_videos`): every file whose extension is a video
-container's (`layouts.common.VIDEO_EXTENSIONS`) and every frame folder (a folder holding JPEG files
+container's (`layouts.video.VIDEO_EXTENSIONS`) and every frame folder (a folder holding JPEG files
 directly), searched recursively, sorted by path. Frame folders are not searched further; hidden
 files and folders (`.name`) are skipped.
 """
@@ -18,9 +18,8 @@ from typing import Sequence
 import numpy as np
 
 from input_pipeline import pipeline
-from input_pipeline import sampling
+from input_pipeline import protocols
 from input_pipeline import video
-from input_pipeline.layouts import common
 
 VideoError = video.VideoError
 
@@ -30,7 +29,7 @@ def is_frame_folder(path: str) -> bool:
   if not os.path.isdir(path):
     return False
   with os.scandir(path) as it:
-    return any(e.is_file() and e.name.lower().endswith(common.JPEG_EXTENSIONS) for e in it)
+    return any(e.is_file() and e.name.lower().endswith(video.JPEG_EXTENSIONS) for e in it)
 
 
 def find_videos(folder: str) -> tuple[list[str], int]:
@@ -45,23 +44,16 @@ def find_videos(folder: str) -> tuple[list[str], int]:
     for name in filenames:
       if name.startswith('.'):
         continue
-      if name.lower().endswith(common.VIDEO_EXTENSIONS):
+      if name.lower().endswith(video.VIDEO_EXTENSIONS):
         found.append(os.path.join(dirpath, name))
       else:
         other += 1
   return sorted(found), other
 
 
-def frame_indices(num_frames: int, spec: pipeline.ClipSpec, mode: str) -> np.ndarray:
-  """The frames the `mode` views of a video of `num_frames` frames read (sampling.py)."""
-  if mode == 'val':
-    return sampling.val_indices(num_frames, spec.num_frames)
-  return sampling.test_indices(num_frames, spec.num_frames, spec.num_clips).ravel()
-
-
-def read_frames(path: str, spec: pipeline.ClipSpec, mode: str, jpeg_quality: int,
-                threads: int = 1) -> Sequence[bytes]:
-  """The JPEG frames of a video file or frame folder that its `mode` views need, indexable by
+def read_frames(path: str, spec: pipeline.ClipSpec, protocol: protocols.Protocol,
+                jpeg_quality: int, threads: int = 1) -> Sequence[bytes]:
+  """The JPEG frames of a video file or frame folder that its `protocol` views need, indexable by
   frame number (`len()` is the video's frame count). Raises VideoError (the reason) if the
   source is unusable."""
   if os.path.isdir(path):
@@ -69,14 +61,16 @@ def read_frames(path: str, spec: pipeline.ClipSpec, mode: str, jpeg_quality: int
       raise VideoError('not a video: a folder without JPEG frames')
     return video.frame_folder_to_jpegs(path, spec.short_side, jpeg_quality)
   frames, _ = video.sampled_video_to_jpegs(
-      path, spec.short_side, jpeg_quality, lambda n: frame_indices(n, spec, mode), threads)
+      path, spec.short_side, jpeg_quality,
+      lambda n: protocol.clip_indices(n, spec.num_frames).ravel(), threads)
   return frames
 
 
-def views(frames: Sequence[bytes], spec: pipeline.ClipSpec, mode: str) -> np.ndarray:
-  """The `mode` views of a video's frames as uint8 `(views, T, crop, crop, 3)`, in evaluation's
-  order (clip-major, then crop), built by the pipeline's `EvalView`."""
-  count = spec.views_per_video(mode)
-  view = pipeline.EvalView([{'frames': frames, 'label': -1}], spec, mode,
+def views(frames: Sequence[bytes], spec: pipeline.ClipSpec,
+          protocol: protocols.Protocol) -> np.ndarray:
+  """The `protocol` views of a video's frames as uint8 `(views, T, crop, crop, 3)`, in
+  evaluation's order (clip-major, then crop), built by the pipeline's `EvalView`."""
+  count = protocol.views_per_video
+  view = pipeline.EvalView([{'frames': frames, 'label': -1}], spec, protocol,
                            global_batch_size=count, shard_index=0, shard_count=1)
   return np.stack([view.map(i)['clips'] for i in range(count)])

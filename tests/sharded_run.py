@@ -46,12 +46,17 @@ def batches(config, steps: int = STEPS) -> list[dict[str, np.ndarray]]:
 def run(config, steps: int = STEPS) -> dict[str, np.ndarray]:
   """Trains `steps` steps over all devices; returns losses and flattened final variables."""
   import jax  # pylint: disable=g-import-not-at-top
-  from stm_jax import models, optim, sharding, train  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from stm_jax import models
+  from stm_jax.core import sharding
+  from stm_jax.train import optim
+  from stm_jax.train import train_state
+  # pylint: enable=g-import-not-at-top
   mesh = sharding.make_mesh()
   model = models.create(config)
   tx = optim.create_optimizer(config, num_examples=config.batch_size * 100)
-  state = train.init_train_state(model, tx, config, mesh)
-  step = train.jit_train_step(model, tx, config, mesh)
+  state = train_state.init_train_state(model, tx, config, mesh)
+  step = train_state.jit_train_step(model, tx, config, mesh)
   rows = config.batch_size // jax.process_count()
   begin = jax.process_index() * rows
   losses = []
@@ -69,14 +74,18 @@ def run(config, steps: int = STEPS) -> dict[str, np.ndarray]:
 
 def evaluate_run(config, model, variables, mesh) -> dict[str, np.ndarray]:
   """Per-video test-protocol scores and labels of in-memory videos (every process gets all)."""
-  from stm_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from tests import clip_fixtures  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from input_pipeline import protocols
+  from stm_jax.evaluation import runner
+  from tests import clip_fixtures
+  # pylint: enable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.data.num_clips, config.data.num_crops = 2, 3
   source = clip_fixtures.source([5 + 3 * v for v in range(EVAL_VIDEOS)])
   for v, record in enumerate(source):
     record['label'] = v % config.data.num_classes
-  scores, labels = evaluate.video_scores(variables, model, config, mesh, source, 'test')
+  scores, labels = runner.video_scores(variables, model, config, mesh, source,
+                                       protocols.from_config(config, 'test'))
   return {'eval_scores': scores, 'eval_labels': labels}
 
 

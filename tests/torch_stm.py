@@ -1,6 +1,6 @@
 """A PyTorch (eager, CPU) reference of the STM network family, for weight-conversion parity tests.
 
-Written from DESIGN.md section 1, not from the JAX code, with the authors' PyTorch key layout
+Written from docs/design.md section 1, not from the JAX code, with the authors' PyTorch key layout
 (`layer1.0.conv1`, `layer1.0.shift`, `layer1.0.mb.stage_conv`, `layer1.0.downsample.0`, `fc`...),
 so that a state dict of this model is what `stm_jax.convert.from_torch` reads.
 """
@@ -59,7 +59,7 @@ class CMM(nn.Module):
 
 
 class Bottleneck(nn.Module):
-  """ResNet v1 bottleneck (stride on the 3x3) with one temporal module, as DESIGN.md section 1."""
+  """ResNet v1 bottleneck (stride on the 3x3) with one temporal module, as docs/design.md section 1."""
 
   def __init__(self, inplanes: int, planes: int, stride: int, downsample: bool, module: str,
                temporal_conv: str, num_frames: int, cmm_reduction: int, tsm_fold_div: int):

@@ -429,8 +429,9 @@ def make_config(dataset: str, raw_dir: str, data_dir: str, **data):
 def read_split(config, split: str) -> list[dict]:
   """Reads a prepared split back through `tfds.data_source` (no TensorFlow)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from input_pipeline import prepare  # pylint: disable=g-import-not-at-top
-  source = tfds.data_source(prepare.dataset_name(config), data_dir=config.data.data_dir,
+  from input_pipeline import datasets  # pylint: disable=g-import-not-at-top
+  from input_pipeline.prepare import converter  # pylint: disable=g-import-not-at-top
+  source = tfds.data_source(datasets.dataset_name(config), data_dir=config.data.data_dir,
                             split=split)
   return [source[i] for i in range(len(source))]
 
@@ -443,3 +444,23 @@ def setup(tmp_path, name, corrupt=False, **data):
   config = make_config(dataset, tmp_path / 'raw', tmp_path / 'out',
                        num_classes=len(expected.classes), **data)
   return expected, config
+
+
+def prepared_sthv1(tmp_path, **config_fields):
+  """The sthv1 fixture (3 training, 2 validation videos) prepared under `tmp_path`, and the tiny
+  recipe pointed at it (3 classes, batch 2, no lr decay), with `config_fields` (flattened names)
+  set on top. Returns (the data config, the tiny training config)."""
+  # pylint: disable=g-import-not-at-top
+  from configs import tiny
+  from input_pipeline.prepare import converter
+  # pylint: enable=g-import-not-at-top
+  _, data_config = setup(tmp_path, 'sthv1')
+  converter.prepare(data_config)
+  config = tiny.get_config()
+  config.data.dataset = 'sthv1'
+  config.data.data_dir = data_config.data.data_dir
+  config.data.num_classes = 3
+  config.batch_size = 2
+  config.optim.decay_epochs = ()
+  config.update_from_flattened_dict(config_fields)
+  return data_config, config

@@ -1,10 +1,16 @@
-"""The STM model family: `create(config)` builds the network a config describes."""
+"""The STM model family: `create(config)` builds the network a config describes.
+
+`example_clips` and `init_variables` are the one dummy input and the one fresh initialisation
+that training, conversion, loading and counting start from.
+"""
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from stm_jax import config_errors
+from input_pipeline import errors
 from stm_jax.models import resnet
 from stm_jax.models import temporal
 
@@ -12,43 +18,45 @@ from stm_jax.models import temporal
 # (docs/benchmarks.md). TPU is unmeasured: shift-adds need no grouped-conv support.
 DEFAULT_CHANNELWISE_IMPL = {'cpu': 'shift', 'gpu': 'shift', 'tpu': 'shift'}
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
+VARIABLE_COLLECTIONS = ('params', 'batch_stats')
 
 
 def check_model_config(config: ml_collections.ConfigDict) -> None:
-  """Checks the model fields of a config, raising a ValueError that names the bad field."""
+  """Checks the model fields of a config, raising a ConfigError that names the bad field."""
   m = config.model
-  if m.temporal_module not in resnet.TEMPORAL_MODULES:
-    config_errors.fail('model.temporal_module', m.temporal_module,
-                       f'must be one of {resnet.TEMPORAL_MODULES}')
+  if m.temporal_module not in temporal.TEMPORAL_MODULES:
+    raise errors.bad_field('model.temporal_module', m.temporal_module,
+                           f'must be one of {tuple(temporal.TEMPORAL_MODULES)}')
   if m.temporal_conv not in resnet.TEMPORAL_CONVS:
-    config_errors.fail('model.temporal_conv', m.temporal_conv,
-                       f'must be one of {resnet.TEMPORAL_CONVS}')
+    raise errors.bad_field('model.temporal_conv', m.temporal_conv,
+                           f'must be one of {resnet.TEMPORAL_CONVS}')
   if not set(m.stages) <= {2, 3, 4, 5}:
-    config_errors.fail('model.stages', m.stages, 'stages are numbered 2-5 as in the paper')
+    raise errors.bad_field('model.stages', m.stages, 'stages are numbered 2-5 as in the paper')
   if not m.blocks and m.depth not in resnet.BLOCKS_BY_DEPTH:
-    config_errors.fail('model.depth', m.depth, f'must be one of {sorted(resnet.BLOCKS_BY_DEPTH)} '
-          '(or set model.blocks)')
+    raise errors.bad_field('model.depth', m.depth,
+                           f'must be one of {sorted(resnet.BLOCKS_BY_DEPTH)} (or set model.blocks)')
   if m.blocks and (len(m.blocks) != 4 or min(m.blocks) < 1):
-    config_errors.fail('model.blocks', m.blocks, 'needs four stages of at least one block')
+    raise errors.bad_field('model.blocks', m.blocks, 'needs four stages of at least one block')
   if m.width < 1:
-    config_errors.fail('model.width', m.width, 'must be positive')
-  if m.temporal_module in ('cmm', 'stm', 'stm_concat') and m.width // m.cmm_reduction < 1:
-    config_errors.fail('model.cmm_reduction', m.cmm_reduction,
-          f'CMM needs at least one reduced channel: model.width={m.width} // cmm_reduction is 0')
-  if m.temporal_module == 'tsm' and m.width // m.tsm_fold_div < 1:
-    config_errors.fail('model.tsm_fold_div', m.tsm_fold_div, 'shifts no channel at this width')
+    raise errors.bad_field('model.width', m.width, 'must be positive')
+  module = temporal.TEMPORAL_MODULES[m.temporal_module]
+  if module.cmm and m.width // m.cmm_reduction < 1:
+    raise errors.bad_field('model.cmm_reduction', m.cmm_reduction,
+                           f'CMM needs at least one reduced channel: model.width={m.width} // '
+                           'cmm_reduction is 0')
+  if module.input_shift and m.width // m.tsm_fold_div < 1:
+    raise errors.bad_field('model.tsm_fold_div', m.tsm_fold_div, 'shifts no channel at this width')
   if m.dtype not in DTYPES:
-    config_errors.fail('model.dtype', m.dtype, f'must be one of {tuple(DTYPES)}')
+    raise errors.bad_field('model.dtype', m.dtype, f'must be one of {tuple(DTYPES)}')
   if m.channelwise_impl not in ('auto',) + temporal.IMPLS:
-    config_errors.fail('model.channelwise_impl', m.channelwise_impl,
-                       f"must be 'auto' or one of {temporal.IMPLS}")
+    raise errors.bad_field('model.channelwise_impl', m.channelwise_impl,
+                           f"must be 'auto' or one of {temporal.IMPLS}")
   if not 0.0 <= m.dropout_rate < 1.0:
-    config_errors.fail('model.dropout_rate', m.dropout_rate, 'must be in [0, 1)')
+    raise errors.bad_field('model.dropout_rate', m.dropout_rate, 'must be in [0, 1)')
   if config.data.num_frames < 1:
-    config_errors.fail('data.num_frames', config.data.num_frames, 'must be at least 1')
+    raise errors.bad_field('data.num_frames', config.data.num_frames, 'must be at least 1')
   if config.data.num_classes < 1:
-    config_errors.fail('data.num_classes', config.data.num_classes, 'must be at least 1')
+    raise errors.bad_field('data.num_classes', config.data.num_classes, 'must be at least 1')
 
 
 def create(config: ml_collections.ConfigDict) -> resnet.STMResNet:
@@ -76,3 +84,23 @@ def create(config: ml_collections.ConfigDict) -> resnet.STMResNet:
       dropout_rate=m.dropout_rate,
       channelwise_impl=impl,
       dtype=DTYPES[m.dtype])
+
+
+def example_clips(config: ml_collections.ConfigDict, batch: int = 1) -> jax.Array:
+  """Zero uint8 clips `(batch, T, crop, crop, 3)`: the input that `init`, `eval_shape` and
+  tracing start from (inside `jit` or `eval_shape` nothing is allocated)."""
+  size = config.data.crop_size
+  return jnp.zeros((batch, config.data.num_frames, size, size, 3), jnp.uint8)
+
+
+def init_variables(model, config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Fresh `{'params', 'batch_stats'}` of `model` from `config.seed` (wrap in `jax.jit` to run,
+  `jax.eval_shape` for shapes only)."""
+  variables = model.init(jax.random.key(config.seed), example_clips(config))
+  return {c: variables[c] for c in VARIABLE_COLLECTIONS}
+
+
+def abstract_variables(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Shapes and dtypes of the model's `{'params', 'batch_stats'}`, computed without running it."""
+  model = create(config)
+  return jax.eval_shape(lambda: init_variables(model, config))

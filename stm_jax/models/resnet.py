@@ -13,13 +13,10 @@ import jax.numpy as jnp
 from stm_jax.models import layers
 from stm_jax.models import temporal
 
-TEMPORAL_MODULES = ('none', 'tsm', 'cstm', 'cmm', 'stm', 'stm_concat')
 TEMPORAL_CONVS = ('channelwise', 'full')
 BLOCKS_BY_DEPTH = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_USES_CSTM = ('cstm', 'stm', 'stm_concat')
-_USES_CMM = ('cmm', 'stm', 'stm_concat')
 
 
 class Bottleneck(nn.Module):
@@ -28,9 +25,9 @@ class Bottleneck(nn.Module):
   `none`: TSN's plain block. `tsm`: the block input shifted in time (residual shift).
   `cstm`: channel-wise temporal conv before the 3x3. `cmm`: the motion branch added to the
   3x3's output. `stm`: both, summed. `stm_concat`: both, concatenated and reduced by a 1x1
-  conv (`fuse`). DESIGN.md section 1 gives the exact block.
+  conv (`fuse`). docs/design.md section 1 gives the exact block.
 
-  For feature visualisation (paper Figure 1, `stm_jax/visualize.py`) the block sows into the
+  For feature visualisation (paper Figure 1, `stm_jax/tools/visualize.py`) the block sows into the
   `intermediates` collection, as frames `(N*T, H, W, C)`: `block_input` (x, before any TSM
   shift), `cstm` (the CSTM branch output `a = ReLU(BN(conv3x3(v)))`, only in blocks with CSTM)
   and `cmm` (the CMM branch output `b`, only in blocks with CMM), both before fusion. Unless
@@ -51,33 +48,33 @@ class Bottleneck(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     conv = layers.conv(self.dtype)
     norm = lambda name: layers.batch_norm(train, self.dtype, name)
-    module = self.temporal_module
+    module = temporal.TEMPORAL_MODULES[self.temporal_module]
     self.sow('intermediates', 'block_input', x)
     shortcut = x
-    if module == 'tsm':
+    if module.input_shift:
       x = temporal.temporal_shift(x, self.num_frames, self.tsm_fold_div)
     u = nn.relu(norm('bn1')(conv(self.planes, (1, 1), name='conv1')(x)))
 
     v = u
-    if module in _USES_CSTM:
+    if module.cstm:
       if self.temporal_conv == 'channelwise':
         v = temporal.ChannelwiseTemporalConv(self.num_frames, self.channelwise_impl, self.dtype,
-                                             name='shift')(u)
+                                             name=temporal.CSTM_SCOPE)(u)
       else:
-        v = temporal.FullTemporalConv(self.num_frames, self.dtype, name='shift')(u)
+        v = temporal.FullTemporalConv(self.num_frames, self.dtype, name=temporal.CSTM_SCOPE)(u)
     a = conv(self.planes, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)),
              name='conv2')(v)
     a = nn.relu(norm('bn2')(a))
-    if module in _USES_CSTM:
+    if module.cstm:
       self.sow('intermediates', 'cstm', a)
 
-    if module in _USES_CMM:
+    if module.cmm:
       b = temporal.ChannelwiseMotion(self.planes, self.planes // self.cmm_reduction,
                                      self.num_frames, self.stride, self.channelwise_impl,
-                                     self.dtype, name='mb')(u, train)
+                                     self.dtype, name=temporal.CMM_SCOPE)(u, train)
       self.sow('intermediates', 'cmm', b)
-      if module == 'stm_concat':
-        a = conv(self.planes, (1, 1), name='fuse')(jnp.concatenate([a, b], axis=-1))
+      if module.concat_fusion:
+        a = conv(self.planes, (1, 1), name=temporal.FUSE_SCOPE)(jnp.concatenate([a, b], axis=-1))
       else:
         a = a + b
 

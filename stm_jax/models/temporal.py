@@ -1,4 +1,4 @@
-"""The temporal operators of STM and its baselines (DESIGN.md section 1).
+"""The temporal operators of STM and its baselines (docs/design.md section 1).
 
 Between blocks a batch of clips is kept as frames, `(N*T, H, W, C)`; the operators here
 reshape to `(N, T, H, W, C)` where they mix time and back.
@@ -9,6 +9,7 @@ Each channel-wise convolution has two implementations with the same parameters:
 far faster where grouped convolutions are slow, e.g. XLA:CPU).
 """
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -19,6 +20,41 @@ import numpy as np
 from stm_jax.models import layers
 
 IMPLS = ('shift', 'grouped')
+# The parameter scopes a temporal module adds to a bottleneck: CSTM's temporal conv (`shift`),
+# CMM's branch (`mb`) and the concat fusion (`fuse`). Names follow the authors' PyTorch.
+CSTM_SCOPE, CMM_SCOPE, FUSE_SCOPE = 'shift', 'mb', 'fuse'
+
+
+@dataclasses.dataclass(frozen=True)
+class TemporalModule:
+  """How a bottleneck uses a temporal module (resnet.Bottleneck reads these flags).
+
+  A new module is an operator in this file and one entry in `TEMPORAL_MODULES`; the network,
+  weight conversion, the summary and the demo read the table.
+  """
+  display_name: str  # In tables, plots and the demo.
+  input_shift: bool = False  # TSM: the block input shifted in time before conv1.
+  cstm: bool = False  # CSTM's temporal conv on conv1's output, before the 3x3 conv.
+  cmm: bool = False  # CMM's motion branch from conv1's output, added to the 3x3's output.
+  concat_fusion: bool = False  # CSTM and CMM concatenated and reduced by a 1x1 conv.
+
+  @property
+  def scopes(self) -> tuple[str, ...]:
+    """The parameter scopes this module adds to a block (empty for TSN and TSM)."""
+    return tuple(name for name, used in ((CSTM_SCOPE, self.cstm), (CMM_SCOPE, self.cmm),
+                                         (FUSE_SCOPE, self.concat_fusion)) if used)
+
+
+TEMPORAL_MODULES = {
+    'none': TemporalModule('TSN'),
+    'tsm': TemporalModule('TSM', input_shift=True),
+    'cstm': TemporalModule('CSTM', cstm=True),
+    'cmm': TemporalModule('CMM', cmm=True),
+    'stm': TemporalModule('STM', cstm=True, cmm=True),
+    'stm_concat': TemporalModule('STM (concat)', cstm=True, cmm=True, concat_fusion=True),
+}
+# Every scope any temporal module adds: a checkpoint without them holds a backbone only.
+TEMPORAL_SCOPES = (CSTM_SCOPE, CMM_SCOPE, FUSE_SCOPE)
 
 
 def to_clips(x: jax.Array, num_frames: int) -> jax.Array:

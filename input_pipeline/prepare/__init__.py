@@ -1,0 +1,1 @@
+"""The write side of the data: official downloads converted into prepared datasets."""

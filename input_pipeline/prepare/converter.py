@@ -1,0 +1,412 @@
+"""`launch.py --mode=prepare`: official download -> TFDS ArrayRecord dataset; parallel, resumable.
+
+  python launch.py --mode=prepare --config=configs/sthv2.py \
+      --config.data.raw_dir=/data/raw/sthv2 --config.data.data_dir=/data/tfds
+
+writes `<data_dir>/stm_sthv2/1.0.0/` (`stm_ucf101/split1/1.0.0/` for the split datasets), a normal
+TFDS dataset that reads back without TensorFlow:
+
+  tfds.data_source('stm_sthv2', data_dir='/data/tfds', split='train')[i]
+  tfds.builder_from_directory('/data/tfds/stm_sthv2/1.0.0').as_data_source('validation')
+
+The builder is a `tfds.core.GeneratorBasedBuilder` (file_format='array_record'), but the shards are
+written here rather than by `download_and_prepare`, which runs in one process and restarts from
+scratch after an interruption. Here:
+  * each split is cut into shards of `config.data.videos_per_shard` videos, the unit of work;
+    `config.data.prepare_workers` processes (0: one per core) convert shards in parallel;
+  * a shard is written under a temporary name in `.prepare/tmp/`, synced and renamed into place,
+    then marked done by a sidecar in `.prepare/done/`; a re-run with the same annotations and
+    settings (checked by a fingerprint) skips the finished shards;
+  * `dataset_info.json`, which is what makes TFDS see the dataset, is written last, once every shard
+    is in place, so no reader can take a partial dataset;
+  * every video that cannot be used is skipped and listed in `quarantine.tsv` (split, id, file,
+    reason), including one that kills its worker process (a decoder crash; see workers.py);
+  * `prepare_summary.json` records the counts, frames per video, bytes on disk, seconds, settings;
+  * a lock file in data_dir keeps two runs from writing the same dataset.
+`prepare_workers=1` converts in this process (simplest to debug and profile, but a decoder crash then
+ends the run: rerunning resumes, and fails on the same video again).
+"""
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+import statistics
+import time
+
+import tensorflow_datasets as tfds
+import tqdm
+
+from input_pipeline import errors
+from input_pipeline import datasets
+from input_pipeline import files
+from input_pipeline.prepare import layouts
+from input_pipeline.prepare import records
+from input_pipeline.prepare import workers
+from input_pipeline.prepare.layouts import common
+
+VERSION = datasets.VERSION
+SUMMARY_FILE = 'prepare_summary.json'
+QUARANTINE_FILE = 'quarantine.tsv'
+_WORK_DIR = '.prepare'
+_FORMAT = 1  # bump when the record content changes for the same settings
+
+
+class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """TFDS builder of a prepared video dataset (one record per video; see records.features).
+
+  Not registered under a name: `make_builder` makes a subclass per dataset. Readers do not need this
+  class: TFDS reads the dataset from its files (`tfds.data_source`, `tfds.builder_from_directory`).
+  `download_and_prepare` also works (one process, not resumable); `prepare` is the fast path.
+  """
+  VERSION = tfds.core.Version(VERSION)
+  RELEASE_NOTES = {str(VERSION): 'JPEG frames at config.data.short_side, ArrayRecord shards.'}
+
+  def __init__(self, *, class_names, settings, layout=None, **kwargs):
+    self._class_names = list(class_names)
+    self._settings = dict(settings)
+    self._layout = layout
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=(f'{self._settings.get("dataset")} videos as JPEG frames (short side '
+                     f'{self._settings.get("short_side")}), prepared by stm-jax.'),
+        features=records.features(self._class_names),
+        metadata=tfds.core.MetadataDict(self._settings),
+        supervised_keys=None,
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    if self._layout is None:
+      raise ValueError('download_and_prepare needs the layout: make_builder(..., layout=...)')
+    return {split: self._generate_examples(split, entries)
+            for split, entries in self._layout.splits.items() if entries}
+
+  def _generate_examples(self, split, entries):
+    task = _task_template(self._settings, len(self._class_names), self._layout.fps)
+    task.split = split
+    for entry in entries:
+      try:
+        rec = records.convert_entry(entry, task)
+      except Exception as e:  # pylint: disable=broad-except
+        print(f'skipped {split}/{entry.video_id}: {e}')
+        continue
+      del rec['label_name']
+      yield rec['id'], rec
+
+
+def make_builder(config, class_names, settings, layout=None) -> VideoDatasetBuilder:
+  """Returns the builder of config's dataset (named 'stm_<dataset>', split config if any)."""
+  name = datasets.dataset_name(config)
+  base, _, config_name = name.partition('/')
+  attrs = {'name': base}
+  if config_name:
+    attrs['BUILDER_CONFIGS'] = [tfds.core.BuilderConfig(name=f'split{k}') for k in (1, 2, 3)]
+  cls = type(''.join(p.title() for p in base.split('_')), (VideoDatasetBuilder,), attrs,
+             skip_registration=True)
+  return cls(class_names=class_names, settings=settings, layout=layout,
+             data_dir=os.path.abspath(config.data.data_dir), config=config_name or None,
+             file_format='array_record')
+
+
+def _settings(config) -> dict:
+  data = config.data
+  settings = {
+      'dataset': data.dataset,
+      'raw_format': data.raw_format,
+      'short_side': int(data.short_side),
+      'jpeg_quality': int(data.jpeg_quality),
+      'videos_per_shard': int(data.videos_per_shard),
+      'format': _FORMAT,
+  }
+  if data.dataset in datasets.SPLIT_DATASETS:
+    settings['split'] = int(data.split)
+  return settings
+
+
+def _task_template(settings, num_classes, fps) -> records.ShardTask:
+  return records.ShardTask(split='', index=0, num_shards=1, entries=[], path='', tmp_dir='',
+                           done_path='', short_side=settings['short_side'],
+                           quality=settings['jpeg_quality'], num_classes=num_classes,
+                           default_fps=fps)
+
+
+def _fingerprint(settings, layout) -> str:
+  h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+  for split, entries in sorted(layout.splits.items()):
+    h.update(split.encode())
+    for e in entries:
+      h.update(json.dumps([e.video_id, e.label, e.kind, e.path, e.offset]).encode())
+  return h.hexdigest()
+
+
+def _plan(config, layout, settings, ds_dir, num_classes) -> list[records.ShardTask]:
+  """Cuts every split into shards of videos_per_shard videos (TFDS shard file names)."""
+  builder_name = datasets.dataset_name(config).partition('/')[0]
+  per_shard = max(1, settings['videos_per_shard'])
+  tasks = []
+  for split, entries in layout.splits.items():
+    if not entries:
+      continue
+    num_shards = math.ceil(len(entries) / per_shard)
+    for i in range(num_shards):
+      file_name = f'{builder_name}-{split}.array_record-{i:05d}-of-{num_shards:05d}'
+      task = _task_template(settings, num_classes, layout.fps)
+      tasks.append(dataclasses.replace(
+          task, split=split, index=i, num_shards=num_shards,
+          entries=entries[i * per_shard:(i + 1) * per_shard], path=os.path.join(ds_dir, file_name),
+          tmp_dir=os.path.join(ds_dir, _WORK_DIR, 'tmp'),
+          done_path=os.path.join(ds_dir, _WORK_DIR, 'done', f'{split}-{i:05d}.json')))
+  return tasks
+
+
+def _read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _run(tasks, num_workers, bar, work_dir, inline) -> None:
+  """Runs the shard tasks: in this process if `inline`, else in a spawn pool (workers.run)."""
+  if inline:
+    for task in tasks:
+      records.write_shard(task, progress=lambda i, done: done and bar.update(1))
+    return
+  path = os.path.join(work_dir, 'poisoned.json')
+  poisoned = {}
+  if os.path.exists(path):
+    poisoned = {(s, v): r for s, v, r in _read_json(path)}
+
+  def save(p):
+    files.write_json(path, [[s, v, r] for (s, v), r in sorted(p.items())])
+
+  workers.run(tasks, num_workers, lambda: bar.update(1), poisoned, save)
+
+
+def _check_classes(config, layout) -> None:
+  want = int(config.data.num_classes)
+  if layout.class_names is not None and want > 0 and len(layout.class_names) != want:
+    raise common.LayoutError(
+        f'{config.data.dataset}: the annotations in {layout.used[0]} give '
+        f'{len(layout.class_names)} classes but config.data.num_classes={want}: pass '
+        f'--config.data.num_classes={len(layout.class_names)} if that is the dataset you mean')
+
+
+def _prepare_dir(ds_dir, fingerprint, overwrite) -> dict | None:
+  """Readies the dataset folder; returns the stored summary if this exact dataset is there."""
+  info_path = os.path.join(ds_dir, 'dataset_info.json')
+  work = os.path.join(ds_dir, _WORK_DIR)
+  plan_path = os.path.join(work, 'plan.json')
+  if os.path.exists(info_path):
+    summary_path = os.path.join(ds_dir, SUMMARY_FILE)
+    summary = _read_json(summary_path) if os.path.exists(summary_path) else {}
+    if summary.get('fingerprint') == fingerprint and not overwrite:
+      return summary
+    if not overwrite:
+      raise errors.ExistsError(
+          f'{ds_dir} already holds a prepared dataset made from other annotations or settings; '
+          'pass --config.data.overwrite=True to replace it, or choose another data_dir')
+    shutil.rmtree(ds_dir)
+  elif os.path.exists(plan_path):
+    plan = _read_json(plan_path)
+    if plan.get('fingerprint') != fingerprint:
+      if not overwrite:
+        raise errors.ExistsError(
+            f'{ds_dir} holds an unfinished conversion of other annotations or settings '
+            f'({plan.get("settings")}); pass --config.data.overwrite=True to start over')
+      shutil.rmtree(ds_dir)
+  elif overwrite and os.path.exists(ds_dir):
+    shutil.rmtree(ds_dir)
+  shutil.rmtree(os.path.join(work, 'tmp'), ignore_errors=True)  # leftovers of a killed run
+  for sub in ('tmp', 'done'):
+    os.makedirs(os.path.join(work, sub), exist_ok=True)
+  return None
+
+
+def _class_names(layout, sidecars, num_classes) -> list[str]:
+  """Class names: the layout's, else (TFRecord) the names seen in the records, else the indices."""
+  if layout.class_names is not None:
+    return layout.class_names
+  seen = {}
+  for s in sidecars:
+    seen.update({int(k): v for k, v in s['label_names'].items()})
+  max_label = max([r[1] for s in sidecars for r in s['records']] + list(seen) + [-1])
+  count = max(num_classes, max_label + 1, 1)
+  return [seen.get(i, str(i)) for i in range(count)]
+
+
+def _summary(config, ds_dir, layout, sidecars, settings, seconds, resumed, written) -> dict:
+  splits = {}
+  for split in layout.splits:
+    mine = sorted((s for s in sidecars if s['split'] == split), key=lambda s: s['index'])
+    if not mine:
+      continue
+    frames = [r[2] for s in mine for r in s['records']]
+    splits[split] = {
+        'converted': len(frames),
+        'skipped': sum(len(s['quarantine']) for s in mine),
+        'shards': len(mine),
+        'frames_per_video': ({'mean': round(statistics.fmean(frames), 2), 'min': min(frames),
+                              'max': max(frames)} if frames else None),
+        'bytes': sum(s['bytes'] for s in mine),
+    }
+  total_bytes = sum(os.path.getsize(os.path.join(ds_dir, f)) for f in os.listdir(ds_dir)
+                    if os.path.isfile(os.path.join(ds_dir, f)))
+  return {
+      'dataset': datasets.dataset_name(config),
+      'dir': ds_dir,
+      'settings': settings,
+      'splits': splits,
+      'converted': sum(s['converted'] for s in splits.values()),
+      'skipped': sum(s['skipped'] for s in splits.values()),
+      'bytes_on_disk': total_bytes,
+      'seconds': round(seconds, 2),
+      'shards_resumed': resumed,
+      'shards_written': written,
+      'layout': {'used': layout.used, 'not_found': layout.notes},
+  }
+
+
+def _write_quarantine(path, sidecars) -> int:
+  lines = [q for s in sorted(sidecars, key=lambda s: (s['split'], s['index']))
+           for q in s['quarantine']]
+  with files.atomic_write(path) as f:
+    f.write('split\tid\tfile\treason\n')
+    for q in lines:
+      f.write('\t'.join(str(q[k]).replace('\t', ' ') for k in ('split', 'id', 'file', 'reason')))
+      f.write('\n')
+  return len(lines)
+
+
+def _stage_info(config, ds_dir, layout, sidecars, settings, fingerprint) -> tuple[str, list[str]]:
+  """Writes the TFDS metadata files into a staging folder; returns (folder, class names)."""
+  class_names = _class_names(layout, sidecars, int(config.data.num_classes))
+  builder = make_builder(config, class_names, dict(settings, fingerprint=fingerprint))
+  split_infos = []
+  for split in layout.splits:
+    mine = sorted((s for s in sidecars if s['split'] == split), key=lambda s: s['index'])
+    if mine:
+      template = builder._get_filename_template(split)  # pylint: disable=protected-access
+      split_infos.append(tfds.core.SplitInfo(
+          name=split, shard_lengths=[len(s['records']) for s in mine],
+          num_bytes=sum(s['bytes'] for s in mine), filename_template=template))
+  builder.info.set_splits(tfds.core.SplitDict(split_infos))
+  staging = os.path.join(ds_dir, _WORK_DIR, 'info')
+  shutil.rmtree(staging, ignore_errors=True)
+  os.makedirs(staging)
+  builder.info.write_to_directory(staging)
+  return staging, class_names
+
+
+@contextlib.contextmanager
+def _exclusive(config):
+  """Holds an exclusive lock per dataset folder, so that two runs never write the same shards."""
+  data_dir = os.path.abspath(config.data.data_dir)
+  os.makedirs(data_dir, exist_ok=True)
+  path = os.path.join(data_dir, f'.{datasets.dataset_name(config).replace("/", "_")}.prepare.lock')
+  with open(path, 'w') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      raise errors.InUseError(f'another prepare of {datasets.dataset_name(config)} is running on {data_dir} '
+                         f'(it holds {path})') from None
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def prepare(config) -> dict:
+  """Converts config.data.raw_dir into the TFDS dataset at datasets.dataset_dir(config); returns the summary.
+
+  Resumes an interrupted conversion of the same annotations and settings; returns the stored
+  summary if the dataset is already complete. Raises LayoutError / AnnotationError for missing or
+  wrong annotations (naming file and line), FileExistsError if data_dir holds a different
+  conversion (set config.data.overwrite), RuntimeError if another run holds the dataset's lock.
+  """
+  start = time.time()
+  layout = layouts.read(config)
+  print(f'{config.data.dataset}: read layout from {config.data.raw_dir}\n'
+        + common.summarize(layout))
+  _check_classes(config, layout)
+  settings = _settings(config)
+  fingerprint = _fingerprint(settings, layout)
+  with _exclusive(config):
+    return _prepare_locked(config, layout, settings, fingerprint, start)
+
+
+def _prepare_locked(config, layout, settings, fingerprint, start) -> dict:
+  ds_dir = datasets.dataset_dir(config)
+  work = os.path.join(ds_dir, _WORK_DIR)
+  done = _prepare_dir(ds_dir, fingerprint, bool(config.data.overwrite))
+  if done is not None:
+    shutil.rmtree(work, ignore_errors=True)  # left if a run stopped right after finishing
+    print(f'{datasets.dataset_name(config)} is already prepared in {ds_dir} (same annotations and '
+          'settings); nothing to do. Pass --config.data.overwrite=True to redo it.')
+    return done
+  files.write_json(os.path.join(work, 'plan.json'),
+                     {'fingerprint': fingerprint, 'settings': settings})
+  num_classes = len(layout.class_names) if layout.class_names else int(config.data.num_classes)
+  tasks = _plan(config, layout, settings, ds_dir, num_classes)
+  if not tasks:
+    raise common.LayoutError(f'{config.data.dataset}: the annotations list no video')
+  pending = [t for t in tasks if not os.path.exists(t.done_path)]
+  resumed = len(tasks) - len(pending)
+  if resumed:
+    print(f'resuming: {resumed} of {len(tasks)} shards were finished by an earlier run')
+  cores = os.cpu_count() or 1
+  requested = int(config.data.prepare_workers) or cores
+  num_workers = min(requested, max(1, len(pending)))
+  for t in pending:
+    t.decode_threads = max(1, cores // num_workers)
+  total = sum(len(t.entries) for t in tasks)
+  with tqdm.tqdm(total=total, initial=total - sum(len(t.entries) for t in pending), unit='video',
+                 desc=f'prepare {datasets.dataset_name(config)} ({num_workers} workers)', mininterval=1.0,
+                 smoothing=0.05) as bar:
+    _run(pending, num_workers, bar, work, inline=requested == 1)
+
+  # Every shard is in place: metadata, quarantine and summary, then dataset_info.json last.
+  sidecars = [_read_json(t.done_path) for t in tasks]
+  staging, class_names = _stage_info(config, ds_dir, layout, sidecars, settings, fingerprint)
+  skipped = _write_quarantine(os.path.join(ds_dir, QUARANTINE_FILE), sidecars)
+  for n in os.listdir(staging):
+    if n != 'dataset_info.json':
+      os.replace(os.path.join(staging, n), os.path.join(ds_dir, n))
+  summary = _summary(config, ds_dir, layout, sidecars, settings, time.time() - start, resumed,
+                     len(pending))
+  summary['bytes_on_disk'] += os.path.getsize(os.path.join(staging, 'dataset_info.json'))
+  summary.update(fingerprint=fingerprint, num_classes=len(class_names),
+                 quarantine=os.path.join(ds_dir, QUARANTINE_FILE) if skipped else None)
+  files.write_json(os.path.join(ds_dir, SUMMARY_FILE), summary)
+  os.replace(os.path.join(staging, 'dataset_info.json'), os.path.join(ds_dir, 'dataset_info.json'))
+  shutil.rmtree(work, ignore_errors=True)
+  return summary
+
+
+def format_summary(summary: dict) -> str:
+  """The summary as a short markdown table plus the quarantine pointer, for printing."""
+  lines = [f'{summary["dataset"]} in {summary["dir"]}: {summary["converted"]} videos converted, '
+           f'{summary["skipped"]} skipped, {summary["bytes_on_disk"] / 2**20:.1f} MiB, '
+           f'{summary["seconds"]:.1f} s',
+           '| split | converted | skipped | frames/video mean | min | max | MiB |',
+           '|---|---:|---:|---:|---:|---:|---:|']
+  for split, s in summary['splits'].items():
+    f = s['frames_per_video'] or {'mean': 0, 'min': 0, 'max': 0}
+    lines.append(f'| {split} | {s["converted"]} | {s["skipped"]} | {f["mean"]} | {f["min"]} | '
+                 f'{f["max"]} | {s["bytes"] / 2**20:.2f} |')
+  if summary.get('quarantine'):
+    lines.append(f'skipped videos and why: {summary["quarantine"]}')
+  return '\n'.join(lines)
+
+
+def main(config) -> dict:
+  """Entry point of `launch.py --mode=prepare`: prepares the dataset and prints the summary."""
+  summary = prepare(config)
+  print(format_summary(summary))
+  return summary

@@ -1,0 +1,1 @@
+"""What every stage of the work shares: run directories, weights loading, checkpoints, devices."""

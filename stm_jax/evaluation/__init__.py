@@ -1,0 +1,1 @@
+"""Evaluation: per-video scores under an eval protocol, their metrics and the written reports."""

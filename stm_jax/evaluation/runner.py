@@ -1,0 +1,163 @@
+"""`launch.py --mode=eval`: a checkpoint of a run, evaluated under an eval protocol.
+
+The protocols (val: 1 view; test: `num_clips x num_crops` views) are defined once, in
+input_pipeline/protocols.py. The eval step (jitted, `train=False`) returns the softmax scores of
+every view of the global batch, replicated, so every process sees every row; each process averages
+them per video on the host (metrics.VideoScores).
+
+Process 0 writes `<workdir>/eval_<protocol>_step<N>/`: `metrics.json`, `predictions.csv` and
+`confusion.png` (reports.py), and prints the accuracy beside the protocol's cost.
+"""
+
+import functools
+import os
+from typing import Any, Callable, Iterable, Sequence
+
+from absl import logging
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from input_pipeline import datasets
+from input_pipeline import errors
+from input_pipeline import files
+from input_pipeline import pipeline
+from input_pipeline import protocols
+from stm_jax.core import config_check
+from stm_jax.core import sharding
+from stm_jax.core import weights as weights_lib
+from stm_jax.evaluation import metrics as metrics_lib
+from stm_jax.evaluation import reports
+
+Batch = dict[str, Any]
+METRICS_FILE = 'metrics.json'
+PREDICTIONS_FILE = 'predictions.csv'
+CONFUSION_FILE = 'confusion.png'
+
+
+# --- device ------------------------------------------------------------------------------------
+
+def class_scores(variables: dict[str, Any], clips: jax.Array, *, model: nn.Module) -> jax.Array:
+  """Softmax scores (float32, (B, classes)) of clips: what evaluation and prediction average."""
+  logits = model.apply(variables, clips, train=False)
+  return jax.nn.softmax(logits.astype(np.float32), axis=-1)
+
+
+def eval_step(variables: dict[str, Any], batch: Batch, *, model: nn.Module) -> Batch:
+  """Softmax scores of a batch's views, with their label/mask/video."""
+  return {'scores': class_scores(variables, batch['clips'], model=model),
+          'label': batch['label'], 'mask': batch['mask'], 'video_index': batch['video_index']}
+
+
+def jit_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable[[Any, Batch], Batch]:
+  """`eval_step` over `mesh`: variables replicated, batch on `data`, outputs replicated (every
+  process gets every row of the global batch)."""
+  replicated = sharding.replicated(mesh)
+  return jax.jit(functools.partial(eval_step, model=model),
+                 in_shardings=(replicated, sharding.data_sharded(mesh)),
+                 out_shardings=replicated)
+
+
+# --- host --------------------------------------------------------------------------------------
+
+def video_scores(variables: dict[str, Any], model: nn.Module, config: ml_collections.ConfigDict,
+                 mesh: jax.sharding.Mesh, source: Sequence, protocol: protocols.Protocol,
+                 batches: Iterable[dict[str, np.ndarray]] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """Runs `protocol` over `source`; returns per-video mean scores and labels.
+
+  `variables` (`{'params', 'batch_stats'}`) must be replicated over `mesh`; `batches` defaults
+  to this process's share of `pipeline.create_dataset(source, config, protocol.name)`.
+  """
+  sharding.check_batch_size(config.batch_size, mesh)
+  steps = pipeline.num_eval_steps(len(source), protocol, config.batch_size)
+  if batches is None:
+    batches = pipeline.create_dataset(source, config, protocol.name)
+  step_fn = jit_eval_step(model, mesh)
+  acc = metrics_lib.VideoScores(len(source), config.data.num_classes, protocol.views_per_video)
+  pending = None
+  done = 0
+  for local in batches:
+    if done == steps:
+      break
+    out = step_fn(variables, sharding.global_batch(local, mesh))
+    if pending is not None:  # Fetch the previous step while this one runs.
+      acc.add(**sharding.to_host(pending))
+    pending = out
+    done += 1
+    if done % 50 == 0:
+      logging.info('eval %s: step %d/%d', protocol.name, done, steps)
+  if pending is not None:
+    acc.add(**sharding.to_host(pending))
+  if done != steps:
+    raise RuntimeError(f'the {protocol.name} pipeline gave {done} batches, expected {steps}')
+  return acc.averaged()
+
+
+def open_eval_source(config: ml_collections.ConfigDict) -> Sequence:
+  """The prepared split that evaluation reads (`config.data.eval_split`)."""
+  return datasets.open_source(config, config.data.eval_split)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, protocol_name: str = 'val',
+             checkpoint_step: int | str = weights_lib.LATEST, source: Sequence | None = None
+             ) -> dict[str, Any]:
+  """Evaluates a checkpoint of the run `workdir` ('latest', 'best' or a step) under a protocol.
+
+  `config` is the run's (`run_directory.resolve_config`). The split is `config.data.eval_split`;
+  `source` replaces it (tests, custom sources). Writes `<workdir>/eval_<protocol>_step<N>/`
+  (process 0) and returns the metrics (accuracies as fractions).
+  """
+  config_check.check(config)
+  protocol = protocols.from_config(config, protocol_name)
+  if not weights_lib.is_run_directory(workdir):
+    raise errors.NotFoundError(f'no checkpoint in {workdir}: it is not a training run directory '
+                               '(no config.json or checkpoints/); train first (launch.py '
+                               '--mode=train) or pass the --workdir of a run')
+  mesh = sharding.make_mesh()
+  loaded = weights_lib.load(workdir, config, checkpoint_step, mesh)
+  if source is None:
+    source = open_eval_source(config)
+  return evaluate_variables(config, loaded.model, loaded.variables, mesh, source, protocol,
+                            loaded.step, workdir)
+
+
+def evaluate_variables(config: ml_collections.ConfigDict, model: nn.Module,
+                       variables: dict[str, Any], mesh: jax.sharding.Mesh, source: Sequence,
+                       protocol: protocols.Protocol, step: int, workdir: str,
+                       write_outputs: bool = True) -> dict[str, Any]:
+  """Evaluates `variables` (replicated over `mesh`) on `source` under `protocol`.
+
+  Shared by `--mode=eval` and the evaluations during training. With `write_outputs`, process 0
+  writes `<workdir>/eval_<protocol>_step<step>/` and prints the result line; without, only the
+  metrics are returned (training logs them itself).
+  """
+  split = config.data.eval_split
+  if len(source) == 0:
+    raise errors.UserError(f'the {split!r} split is empty')
+  logging.info('eval %s: step %d, %d videos of %r, %d views each', protocol.name, step,
+               len(source), split, protocol.views_per_video)
+  scores, labels = video_scores(variables, model, config, mesh, source, protocol)
+  metrics = metrics_lib.compute_metrics(scores, labels)
+  metrics.update(protocol=protocol.name, split=split, step=step)
+  if not write_outputs:
+    return metrics
+  metrics['cost'] = reports.protocol_cost(config, protocol)  # Traces the model: reports only.
+  out_dir = os.path.join(workdir, f'eval_{protocol.name}_step{step}')
+  metrics['output_dir'] = out_dir
+  if jax.process_index() == 0:
+    os.makedirs(out_dir, exist_ok=True)
+    ids = [_video_id(source[i]) for i in range(len(source))]
+    reports.write_predictions(os.path.join(out_dir, PREDICTIONS_FILE), ids, scores, labels)
+    reports.plot_confusion(os.path.join(out_dir, CONFUSION_FILE),
+                           np.asarray(metrics['confusion']),
+                           f'{config.data.dataset} {split}, {protocol.name} protocol, step {step}')
+    files.write_json(os.path.join(out_dir, METRICS_FILE), metrics)
+    print(reports.format_result(protocol.name, step, metrics), flush=True)
+  return metrics
+
+
+def _video_id(record: dict[str, Any]) -> str:
+  vid = record['id']
+  return vid.decode() if isinstance(vid, bytes) else str(vid)

@@ -1,0 +1,1 @@
+"""The tools around a model: weight conversion, prediction, visualisation, export, summary."""

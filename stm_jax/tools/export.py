@@ -1,0 +1,171 @@
+"""`launch.py --mode=export`: a trained model as one serialized StableHLO function.
+
+The function maps uint8 RGB clips `(B, T, crop, crop, 3)` (values 0-255, built as the val protocol
+builds them: T frames at the segment centres, short side 256, centre crop) to float32 logits
+`(B, num_classes)`; B is symbolic, so one export serves every batch size, while T and the crop are
+the run's. The variables are baked in as constants: the file is self-contained (STM-ResNet-50:
+about 96 MB, the float32 parameters). It is lowered for CPU, CUDA and TPU by default, so that an
+export made on a CPU machine runs on accelerators too.
+
+`<output>/` holds `model.stablehlo` (`jax.export.Exported.serialize()`) and `signature.json`
+(input and output shapes with the symbolic batch, dtypes, T, crop size, class names, the
+checkpoint it came from, platforms, jax version). `load(directory)` gives it back as a function of
+clips; any program with the same or a newer jax can call it, no model code needed. The output
+directory must not exist; it is written under a temporary name and renamed when complete.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from input_pipeline import errors
+from input_pipeline import files
+from stm_jax.core import weights
+
+SERIALIZED_FILE = 'model.stablehlo'
+SIGNATURE_FILE = 'signature.json'
+DEFAULT_PLATFORMS = ('cpu', 'cuda', 'tpu')
+BATCH = 'b'
+
+
+def input_shape(loaded: weights.Weights) -> tuple[Any, ...]:
+  """The clip shape the export accepts: `(b, T, crop, crop, 3)` with a symbolic batch `b`."""
+  data = loaded.config.data
+  return jax.export.symbolic_shape(
+      f'{BATCH}, {int(data.num_frames)}, {int(data.crop_size)}, {int(data.crop_size)}, 3')
+
+
+def export_model(loaded: weights.Weights,
+                 platforms: Sequence[str] = DEFAULT_PLATFORMS) -> jax.export.Exported:
+  """Exports `loaded`'s inference function (uint8 clips -> float32 logits), variables closed
+  over as constants, batch polymorphic, lowered for `platforms`."""
+  variables = jax.device_get(loaded.variables)  # Host arrays: no device layout in the export.
+  model = loaded.model
+
+  def logits(clips):
+    return model.apply(variables, clips, train=False).astype(jnp.float32)
+
+  clips = jax.ShapeDtypeStruct(input_shape(loaded), jnp.uint8)
+  return jax.export.export(jax.jit(logits), platforms=tuple(platforms))(clips)
+
+
+def signature(loaded: weights.Weights, exported: jax.export.Exported,
+              num_bytes: int) -> dict[str, Any]:
+  """What `signature.json` says about an export: shapes, dtypes, clip geometry, classes, origin."""
+  data = loaded.config.data
+  shape = lambda aval: [d if isinstance(d, int) else str(d) for d in aval.shape]
+  return {
+      'format': 'jax.export serialized StableHLO (jax.export.deserialize)',
+      'file': SERIALIZED_FILE,
+      'bytes': num_bytes,
+      'input': {'shape': shape(exported.in_avals[0]), 'dtype': 'uint8',
+                'meaning': 'RGB clips (batch, frames, height, width, channel), values 0-255'},
+      'output': {'shape': shape(exported.out_avals[0]), 'dtype': 'float32',
+                 'meaning': 'logits; softmax over the last axis gives class probabilities'},
+      'num_frames': int(data.num_frames),
+      'crop_size': int(data.crop_size),
+      'short_side': int(data.short_side),
+      'clip': ('val protocol: num_frames frames at the segment centres, frames resized to '
+               'short_side, centre crop_size square (input_pipeline/video_clips.py)'),
+      'num_classes': int(data.num_classes),
+      'class_names': list(loaded.class_names),
+      'checkpoint': loaded.description,
+      'step': loaded.step,
+      'model': json.loads(loaded.config.model.to_json()),
+      'platforms': list(exported.platforms),
+      'calling_convention_version': exported.calling_convention_version,
+      'jax_version': jax.__version__,
+  }
+
+
+def write(loaded: weights.Weights, output: str,
+          platforms: Sequence[str] = DEFAULT_PLATFORMS) -> dict[str, Any]:
+  """Exports `loaded` into the new directory `output`; returns its signature.
+
+  Raises FileExistsError if `output` exists: an export is never overwritten.
+  """
+  output = os.path.abspath(output)
+  weights.check_new(output)
+  exported = export_model(loaded, platforms)
+  data = exported.serialize()
+  sig = signature(loaded, exported, len(data))
+  parent = os.path.dirname(output)
+  os.makedirs(parent, exist_ok=True)
+  tmp = f'{output}.tmp-{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  try:
+    files.write_bytes(os.path.join(tmp, SERIALIZED_FILE), bytes(data))
+    files.write_json(os.path.join(tmp, SIGNATURE_FILE), sig)
+    if os.path.exists(output):
+      raise errors.UserError(f'{output}: appeared while exporting; choose another --output')
+    os.rename(tmp, output)
+  except BaseException:
+    if os.path.exists(tmp) and not os.path.exists(output):
+      shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return sig
+
+
+@dataclasses.dataclass
+class ExportedModel:
+  """A loaded export: call it on uint8 clips `(B, T, crop, crop, 3)` to get float32 logits."""
+  exported: jax.export.Exported
+  signature: dict[str, Any]
+  directory: str
+
+  def __post_init__(self):
+    self._call = jax.jit(self.exported.call)
+
+  @property
+  def class_names(self) -> list[str]:
+    """The class names, by logit index."""
+    return self.signature['class_names']
+
+  def __call__(self, clips) -> jax.Array:
+    """Logits of `clips`; raises ValueError naming the export if their shape or dtype differ."""
+    clips = np.asarray(clips) if not isinstance(clips, jax.Array) else clips
+    want = self.signature['input']['shape'][1:]
+    if clips.ndim != 5 or list(clips.shape[1:]) != want or clips.dtype != np.uint8:
+      raise errors.UserError(f'{self.directory}: expects uint8 clips of shape (batch, '
+                       f'{", ".join(map(str, want))}), got {clips.dtype} {tuple(clips.shape)}')
+    return self._call(clips)
+
+
+def load(directory: str) -> ExportedModel:
+  """Reads an export written by `write`; returns a callable of clips. Raises FileNotFoundError /
+  ValueError naming the file that is missing or unreadable."""
+  paths = {n: os.path.join(directory, n) for n in (SERIALIZED_FILE, SIGNATURE_FILE)}
+  for path in paths.values():
+    if not os.path.isfile(path):
+      raise errors.NotFoundError(f'{path}: no such file; {directory} is not an export written '
+                                 'by launch.py --mode=export')
+  sig = files.read_json(paths[SIGNATURE_FILE])
+  with open(paths[SERIALIZED_FILE], 'rb') as f:
+    data = f.read()
+  try:
+    exported = jax.export.deserialize(bytearray(data))
+  except Exception as e:  # pylint: disable=broad-except
+    raise errors.UserError(f'{paths[SERIALIZED_FILE]}: not a serialized jax.export module '
+                           f'({type(e).__name__}: {e})') from None
+  return ExportedModel(exported=exported, signature=sig, directory=directory)
+
+
+def main(config: ml_collections.ConfigDict, checkpoint: str, output: str,
+         platforms: Sequence[str] = DEFAULT_PLATFORMS) -> dict[str, Any]:
+  """`--mode=export`: writes the checkpoint's inference function to `output`; returns its
+  signature."""
+  weights.check_new(os.path.abspath(output))  # Before loading the model.
+  loaded = weights.load(checkpoint, config)
+  sig = write(loaded, output, platforms)
+  print(f'exported {loaded.description} to {output}: {sig["bytes"] / 1e6:.1f} MB, input '
+        f'uint8 {tuple(sig["input"]["shape"])}, output float32 {tuple(sig["output"]["shape"])}, '
+        f'platforms {", ".join(sig["platforms"])}', flush=True)
+  return sig
