@@ -21,8 +21,8 @@ from benchmarks import input_pipeline_speed
 from configs import default
 from input_pipeline import pipeline
 from stm_jax import models
-from stm_jax.train import optim
 from stm_jax.core import sharding
+from stm_jax.train import optim
 from stm_jax.train import train_state
 
 

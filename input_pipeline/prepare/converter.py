@@ -41,8 +41,8 @@ import time
 import tensorflow_datasets as tfds
 import tqdm
 
-from input_pipeline import errors
 from input_pipeline import datasets
+from input_pipeline import errors
 from input_pipeline import files
 from input_pipeline.prepare import layouts
 from input_pipeline.prepare import records
@@ -167,11 +167,6 @@ def _plan(config, layout, settings, ds_dir, num_classes) -> list[records.ShardTa
   return tasks
 
 
-def _read_json(path):
-  with open(path) as f:
-    return json.load(f)
-
-
 def _run(tasks, num_workers, bar, work_dir, inline) -> None:
   """Runs the shard tasks: in this process if `inline`, else in a spawn pool (workers.run)."""
   if inline:
@@ -181,7 +176,7 @@ def _run(tasks, num_workers, bar, work_dir, inline) -> None:
   path = os.path.join(work_dir, 'poisoned.json')
   poisoned = {}
   if os.path.exists(path):
-    poisoned = {(s, v): r for s, v, r in _read_json(path)}
+    poisoned = {(s, v): r for s, v, r in files.read_json(path)}
 
   def save(p):
     files.write_json(path, [[s, v, r] for (s, v), r in sorted(p.items())])
@@ -205,7 +200,7 @@ def _prepare_dir(ds_dir, fingerprint, overwrite) -> dict | None:
   plan_path = os.path.join(work, 'plan.json')
   if os.path.exists(info_path):
     summary_path = os.path.join(ds_dir, SUMMARY_FILE)
-    summary = _read_json(summary_path) if os.path.exists(summary_path) else {}
+    summary = files.read_json(summary_path) if os.path.exists(summary_path) else {}
     if summary.get('fingerprint') == fingerprint and not overwrite:
       return summary
     if not overwrite:
@@ -214,7 +209,7 @@ def _prepare_dir(ds_dir, fingerprint, overwrite) -> dict | None:
           'pass --config.data.overwrite=True to replace it, or choose another data_dir')
     shutil.rmtree(ds_dir)
   elif os.path.exists(plan_path):
-    plan = _read_json(plan_path)
+    plan = files.read_json(plan_path)
     if plan.get('fingerprint') != fingerprint:
       if not overwrite:
         raise errors.ExistsError(
@@ -315,7 +310,7 @@ def _exclusive(config):
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
       raise errors.InUseError(f'another prepare of {datasets.dataset_name(config)} is running on {data_dir} '
-                         f'(it holds {path})') from None
+                              f'(it holds {path})') from None
     try:
       yield
     finally:
@@ -372,7 +367,7 @@ def _prepare_locked(config, layout, settings, fingerprint, start) -> dict:
     _run(pending, num_workers, bar, work, inline=requested == 1)
 
   # Every shard is in place: metadata, quarantine and summary, then dataset_info.json last.
-  sidecars = [_read_json(t.done_path) for t in tasks]
+  sidecars = [files.read_json(t.done_path) for t in tasks]
   staging, class_names = _stage_info(config, ds_dir, layout, sidecars, settings, fingerprint)
   skipped = _write_quarantine(os.path.join(ds_dir, QUARANTINE_FILE), sidecars)
   for n in os.listdir(staging):

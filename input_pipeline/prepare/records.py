@@ -21,10 +21,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 
+from input_pipeline import files
 from input_pipeline import video
 from input_pipeline.prepare.layouts import common
 from input_pipeline.prepare.layouts import tfrecord
-from input_pipeline import files
 
 # One record a chunk (random access, as TFDS writes ArrayRecord), uncompressed: JPEG does not
 # compress, and zstd would cost 5x the write time and 2x the read time for nothing (measured).

@@ -31,7 +31,7 @@ def check_data(config: ml_collections.ConfigDict, preparing: bool = False) -> No
     raise errors.bad_field('data.num_classes', d.num_classes,
                            'must be the dataset\'s class count' +
                            (' (or 0: from the data)' if preparing else
-                            ' (the prepare summary prints it)'))
+                           ' (the prepare summary prints it)'))
   if d.num_crops not in (1, 3):
     raise errors.bad_field('data.num_crops', d.num_crops, 'must be 1 or 3')
   if not d.scales or any(not 0 < s <= 1 for s in d.scales):

@@ -46,11 +46,11 @@ def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh, micro_batches: 
   devices = mesh.devices.size
   if global_batch % (micro_batches * devices):
     raise errors.ConfigError(f'config.batch_size={global_batch}: must be a multiple of '
-                     f'{micro_batches * devices} ({devices} devices x '
-                     f'{micro_batches} micro-batches, optim.grad_accum_steps)')
+                             f'{micro_batches * devices} ({devices} devices x '
+                             f'{micro_batches} micro-batches, optim.grad_accum_steps)')
   if global_batch % jax.process_count():
     raise errors.ConfigError(f'config.batch_size={global_batch}: must be a multiple of the '
-                     f'{jax.process_count()} processes')
+                             f'{jax.process_count()} processes')
 
 
 def global_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, Any]:

@@ -131,7 +131,7 @@ def _restore_run(workdir: str, config: ml_collections.ConfigDict, checkpoint_ste
   if checkpoint_step == BEST:
     if not checkpointing.has_best(workdir):
       raise errors.NotFoundError(f'no best checkpoint in {workdir}: it is kept when training '
-                             'evaluates (config.eval_every_epochs > 0 and a validation split)')
+                                 'evaluates (config.eval_every_epochs > 0 and a validation split)')
     ckpt = checkpointing.BestCheckpointer(workdir, read_only=True)
     which = 'best'
   else:
@@ -144,7 +144,7 @@ def _restore_run(workdir: str, config: ml_collections.ConfigDict, checkpoint_ste
     steps = ckpt.all_steps()
     if not steps:
       raise errors.NotFoundError(f'no checkpoint in {ckpt.directory}: train first '
-                             '(launch.py --mode=train)')
+                                 '(launch.py --mode=train)')
     step = steps[-1] if checkpoint_step in (LATEST, BEST) else int(checkpoint_step)
     restored = ckpt.restore_variables(step, abstract)
   finally:
@@ -166,7 +166,7 @@ def load(path: str, config: ml_collections.ConfigDict, checkpoint_step: int | st
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise errors.NotFoundError(f'{path}: no such directory (expected a training run directory or '
-                           'weights written by launch.py --mode=convert)')
+                               'weights written by launch.py --mode=convert)')
   models.check_model_config(config)
   mesh = sharding.make_mesh() if mesh is None else mesh
   if is_run_directory(path):

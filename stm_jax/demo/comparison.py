@@ -76,7 +76,7 @@ def check_same_run(config: ml_collections.ConfigDict, run_dir: str) -> None:
   stored = files.read_json(os.path.join(run_dir, run_directory.CONFIG_FILE))
   if stored != json.loads(config.to_json()):
     raise errors.ExistsError(f'{run_dir} holds a run made with other settings: delete it or '
-                          'choose another demo workdir (--workdir)')
+                             'choose another demo workdir (--workdir)')
 
 
 def run_model(config: ml_collections.ConfigDict, run_dir: str) -> dict[str, Any]:

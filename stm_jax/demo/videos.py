@@ -324,24 +324,22 @@ def write_dataset(raw_dir: str, config: ml_collections.ConfigDict) -> dict[str, 
   manifest_path = os.path.join(raw_dir, MANIFEST)
   fp = fingerprint(config)
   if os.path.exists(manifest_path):
-    with open(manifest_path, encoding='utf-8') as f:
-      manifest = json.load(f)
+    manifest = files.read_json(manifest_path)
     if manifest.get('fingerprint') == fp:
       manifest['skipped'] = True
       return manifest
     raise errors.ExistsError(f'{raw_dir} holds a demo dataset made with other settings '
-                          f'(fingerprint {manifest.get("fingerprint")}, now {fp}): delete it or '
-                          'choose another workdir')
+                             f'(fingerprint {manifest.get("fingerprint")}, now {fp}): delete it or '
+                             'choose another workdir')
   video_dir = os.path.join(raw_dir, VIDEO_DIR)
   label_dir = os.path.join(raw_dir, LABEL_DIR)
   partial_path = os.path.join(raw_dir, PARTIAL)
   if os.path.exists(partial_path):  # an interrupted run: its videos are reused if it was ours
-    with open(partial_path, encoding='utf-8') as f:
-      partial = json.load(f).get('fingerprint')
+    partial = files.read_json(partial_path).get('fingerprint')
     if partial != fp:
       raise errors.ExistsError(f'{raw_dir} holds an unfinished demo dataset made with other '
-                            f'settings (fingerprint {partial}, now {fp}): delete it or choose '
-                            'another workdir')
+                               f'settings (fingerprint {partial}, now {fp}): delete it or choose '
+                               'another workdir')
   os.makedirs(video_dir, exist_ok=True)
   os.makedirs(label_dir, exist_ok=True)
   files.write_json(partial_path, {'fingerprint': fp})

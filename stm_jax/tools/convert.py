@@ -147,7 +147,7 @@ def _convert(state_dict: dict[str, np.ndarray], config: ml_collections.ConfigDic
   unused = sorted(k for k in set(state) - set(loaded) if not keeps_init(k))
   if unused:
     raise errors.UserError(f'{len(unused)} key(s) of the state dict fit no variable of the model '
-                     f'(wrong depth or variant?): {", ".join(unused[:10])}'
+                           f'(wrong depth or variant?): {", ".join(unused[:10])}'
                      + (' ...' if len(unused) > 10 else ''))
   case = ('backbone only (temporal modules keep their init)' if backbone_only
           else 'whole STM checkpoint')
@@ -179,7 +179,7 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
   suffix = os.path.splitext(path)[1].lower()
   if suffix not in readers:
     raise errors.UserError(f'{path}: unknown weights format {suffix!r} (expected one of '
-                     f'{", ".join(readers)})')
+                           f'{", ".join(readers)})')
   if not os.path.isfile(path):
     raise errors.NotFoundError(f'{path}: no such weights file')
   try:

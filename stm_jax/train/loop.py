@@ -148,8 +148,8 @@ def _check_finite(pending: list[tuple[int, dict]], checkpoint_dir: str,
                is not None else 'no checkpoint was saved')
       raise NonFiniteLossError(
           f'non-finite {", ".join(f"{k}={v}" for k, v in bad.items())} at step {step}: stopping '
-          f'without saving ({where}). Try a lower config.optim.base_lr, '
-          'config.optim.clip_grad_norm=20 or config.optim.warmup_epochs.')
+                               f'without saving ({where}). Try a lower config.optim.base_lr, '
+                               'config.optim.clip_grad_norm=20 or config.optim.warmup_epochs.')
   return {k: float(np.mean([m[k] for m in values])) for k in values[0]}
 
 

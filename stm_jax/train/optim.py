@@ -47,7 +47,7 @@ def total_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
   steps = epoch_start_step(config.optim.epochs, num_examples, config.batch_size)
   if steps < 1:
     raise errors.UserError(f'{config.optim.epochs} epoch(s) of {num_examples} videos make no batch '
-                     f'of config.batch_size={config.batch_size}')
+                           f'of config.batch_size={config.batch_size}')
   return steps
 
 

@@ -13,14 +13,14 @@ import orbax.checkpoint as ocp
 import pytest
 from absl import flags
 
-from stm_jax.core import sharding
-from input_pipeline import protocols
-from tests import jax_subprocess
-from input_pipeline import datasets
 from configs import tiny
+from input_pipeline import datasets
 from input_pipeline import pipeline
+from input_pipeline import protocols
 from input_pipeline import sampling
+from stm_jax.core import sharding
 from tests import clip_fixtures
+from tests import jax_subprocess
 
 T = 4
 SPEC = pipeline.ClipSpec(num_frames=T, crop_size=32, short_side=40)

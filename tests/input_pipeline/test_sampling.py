@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from input_pipeline import protocols
 from input_pipeline import pipeline
+from input_pipeline import protocols
 from input_pipeline import sampling
 from tests import clip_fixtures
 

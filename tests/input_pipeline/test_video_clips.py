@@ -9,10 +9,10 @@ import pytest
 from configs import custom
 from input_pipeline import pipeline
 from input_pipeline import protocols
-from input_pipeline.prepare import converter
 from input_pipeline import sampling
 from input_pipeline import video
 from input_pipeline import video_clips
+from input_pipeline.prepare import converter
 from tests import video_fixtures
 
 # (file, frames, height, width): containers of every codec the fixtures write; sizes above and

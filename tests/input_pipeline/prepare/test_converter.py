@@ -8,12 +8,12 @@ import sys
 import pytest
 import tensorflow_datasets as tfds
 
-from tests import jax_subprocess
 from input_pipeline import datasets
 from input_pipeline.prepare import converter
 from input_pipeline.prepare import records
 from input_pipeline.prepare.layouts import common
 from input_pipeline.prepare.layouts import tfrecord
+from tests import jax_subprocess
 from tests import video_fixtures as vf
 
 ROOT = jax_subprocess.ROOT

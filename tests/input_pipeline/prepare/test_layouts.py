@@ -7,8 +7,8 @@ import pytest
 import simplejpeg
 
 from input_pipeline import datasets
-from input_pipeline.prepare import layouts
 from input_pipeline.prepare import converter
+from input_pipeline.prepare import layouts
 from input_pipeline.prepare.layouts import common
 from tests import video_fixtures as vf
 

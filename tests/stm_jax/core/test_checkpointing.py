@@ -20,14 +20,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from stm_jax.core import weights
 from configs import tiny
 from input_pipeline.prepare import converter
-from stm_jax.core import checkpointing
-from stm_jax.tools import convert
 from stm_jax import models
-from stm_jax.train import run_log
+from stm_jax.core import checkpointing
+from stm_jax.core import weights
+from stm_jax.tools import convert
 from stm_jax.train import loop
+from stm_jax.train import run_log
 from tests import jax_subprocess
 from tests import video_fixtures
 

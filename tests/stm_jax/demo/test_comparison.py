@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from input_pipeline import datasets
 from configs import demo as demo_config
+from input_pipeline import datasets
 from stm_jax.demo import comparison
 
 TSN_MAX_WITHIN_PAIR = 0.65

@@ -6,14 +6,14 @@ import os
 import numpy as np
 import pytest
 
-from input_pipeline import datasets
 from configs import tiny
+from input_pipeline import datasets
 from input_pipeline import pipeline
 from stm_jax.core import checkpointing
+from stm_jax.core import run_directory
 from stm_jax.evaluation import metrics as metrics_lib
 from stm_jax.evaluation import reports
 from stm_jax.evaluation import runner
-from stm_jax.core import run_directory
 from stm_jax.train import loop
 from tests import video_fixtures
 

@@ -9,10 +9,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from stm_jax.core import weights
 from configs import tiny
-from stm_jax.tools import convert
 from stm_jax import models
+from stm_jax.core import weights
+from stm_jax.tools import convert
 from tests import torch_stm
 
 T, CROP, CLASSES = 4, 64, 5

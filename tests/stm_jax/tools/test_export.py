@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from stm_jax.tools import export
-from stm_jax.core import weights
 from stm_jax.core import run_directory
+from stm_jax.core import weights
+from stm_jax.tools import export
 from stm_jax.train import loop
 from tests import clip_fixtures
 

@@ -8,13 +8,13 @@ import jax
 import numpy as np
 import pytest
 
-from input_pipeline import protocols
 from configs import tiny
 from input_pipeline import pipeline
+from input_pipeline import protocols
 from input_pipeline.prepare import converter
+from stm_jax.core import run_directory
 from stm_jax.core import weights
 from stm_jax.tools import predict
-from stm_jax.core import run_directory
 from stm_jax.train import loop
 from tests import clip_fixtures
 from tests import video_fixtures

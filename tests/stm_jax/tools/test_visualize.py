@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from configs import tiny
-from stm_jax.core import weights
 from stm_jax import models
 from stm_jax.core import run_directory
-from stm_jax.train import loop
+from stm_jax.core import weights
 from stm_jax.tools import visualize
+from stm_jax.train import loop
 from tests import clip_fixtures
 from tests import video_fixtures
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from stm_jax.core import weights
 from stm_jax import models
-from stm_jax.train import optim
 from stm_jax.core import sharding
-from stm_jax.train import train_state
+from stm_jax.core import weights
 from stm_jax.train import loop
+from stm_jax.train import optim
+from stm_jax.train import train_state
 from tests import clip_fixtures
 
 

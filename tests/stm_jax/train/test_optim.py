@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stm_jax.core import config_check
 from configs import default
+from stm_jax.core import config_check
 from stm_jax.train import optim
 
 

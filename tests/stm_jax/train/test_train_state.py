@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from stm_jax import models
-from stm_jax.train import optim
 from stm_jax.core import sharding
+from stm_jax.train import optim
 from stm_jax.train import train_state
 from tests import sharded_run
 
