@@ -25,6 +25,8 @@ import av
 import numpy as np
 import simplejpeg
 
+from configs import custom
+from input_pipeline import video
 from input_pipeline.prepare import converter
 from input_pipeline.prepare import records
 from input_pipeline.prepare.layouts import common
@@ -144,13 +146,11 @@ def conversion_rows(args) -> list[dict]:
 
 
 def _stored_size(height, width, short_side):
-  from input_pipeline import video  # pylint: disable=g-import-not-at-top
   return video.output_size(height, width, short_side)
 
 
 def _end_to_end(args, root) -> dict:
   """prepare() over the mp4 videos with a custom list, all workers: the pool's real throughput."""
-  from configs import custom  # pylint: disable=g-import-not-at-top
   src = os.path.join(root, 'src0')
   copies = 8 * (args.conv_workers or os.cpu_count() or 1)
   with open(os.path.join(root, 'train.txt'), 'w') as f:

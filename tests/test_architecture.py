@@ -16,7 +16,7 @@ import os
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = ('stm_jax', 'input_pipeline', 'configs')
+PACKAGES = ('stm_jax', 'input_pipeline', 'configs', 'benchmarks')
 # Lower rank = lower layer. A module may import modules of a lower or equal rank only; equal
 # rank only inside the same package.
 RANKS = (
@@ -30,6 +30,7 @@ RANKS = (
     ('stm_jax.tools', 5),
     ('stm_jax.demo', 6),
     ('launch', 7),
+    ('benchmarks', 7),  # Measurements: may import any layer.
     ('stm_jax', 0),  # The package itself (its __init__ imports nothing).
 
 )
