@@ -36,9 +36,13 @@ from stm_jax.train import preemption
 
 # JAX logs at INFO each backend it does not find (e.g. "Unable to initialize backend 'tpu'").
 python_logging.getLogger('jax._src.xla_bridge').setLevel(python_logging.WARNING)
-# Orbax logs every step of every save at INFO through absl's logger; keep its warnings only.
+# Orbax logs every step of every save at INFO through absl's logger; keep its warnings only, less
+# the two it gives for every read-only manager (evaluation and prediction open runs read-only).
+_ORBAX_READ_ONLY_NOTES = ('Given directory is read only', 'read_only=True, setting')
 python_logging.getLogger('absl').addFilter(
-    lambda record: record.levelno >= python_logging.WARNING or '/orbax/' not in record.pathname)
+    lambda record: '/orbax/' not in record.pathname or (
+        record.levelno >= python_logging.WARNING
+        and not any(note in str(record.msg) for note in _ORBAX_READ_ONLY_NOTES)))
 
 DEMO_WORKDIR = 'stm_demo'
 USER_ERROR_EXIT_CODE = 2
@@ -142,8 +146,10 @@ def _train(config) -> None:
   except loop.NonFiniteLossError as e:
     raise SystemExit(f'error: {e}') from None
   if result.preempted:
-    print(f'preempted at step {result.step} of {result.total_steps}: checkpoint saved in '
-          f'{workdir}; rerun the same command to resume')
+    saved = (f'checkpoint {result.saved_step} in {workdir}' if result.saved_step is not None
+             else f'nothing saved in {workdir}')
+    print(f'preempted at step {result.step} of {result.total_steps}: {saved}; rerun the same '
+          'command to resume')
     raise SystemExit(preemption.PREEMPTED_EXIT_CODE)
   print(f'trained {result.step} steps in {workdir}')
 
@@ -195,11 +201,15 @@ MODES = {
 }
 
 
-def _log_to_file() -> None:
+def _log_to_file(config) -> None:
   """absl's INFO lines go to `<workdir>/<mode>.log`; the console keeps warnings and errors,
-  unless `--verbosity` is given."""
+  unless `--verbosity` is given. A training run is first checked for what it refuses
+  (`loop.check_workdir`), so that a refused one writes nothing, not even this log."""
   if not FLAGS['verbosity'].present:
     logging.get_absl_handler().setLevel(python_logging.WARNING)
+  if FLAGS.mode == 'train':  # Its refusals come before anything is written into the workdir.
+    loop.check_workdir(config, _required('workdir', '<run directory>'),
+                       check_lock=FLAGS.process_id in (None, 0))
   if FLAGS.mode in ('train', 'eval', 'demo') and (FLAGS.workdir or FLAGS.mode == 'demo'):
     workdir = FLAGS.workdir or DEMO_WORKDIR
     if FLAGS.mode != 'eval':  # Evaluation only writes into a run that exists.
@@ -226,7 +236,7 @@ def main(argv) -> None:
   if run_flag is not None:
     config = _run_config(_required(run_flag, '<run or weights directory>'))
   config_check.check(config, FLAGS.mode)
-  _log_to_file()
+  _log_to_file(config)
   run(config)
 
 

@@ -41,6 +41,43 @@ def _parse():
   return parser.parse_args()
 
 
+def synthetic_source(num_videos: int, frames_per_video: int, num_classes: int) -> list[dict]:
+  """Video records as the converter stores them (256x340 JPEG frames), in memory."""
+  rng = np.random.default_rng(0)
+  return [{'id': str(i), 'label': i % num_classes, 'num_frames': frames_per_video, 'fps': 12.0,
+           'frames': input_pipeline_speed.synthetic_frames(frames_per_video, rng)}
+          for i in range(num_videos)]
+
+
+def measure(config, source, warmup: int, steps: int) -> dict[str, float | str]:
+  """Times `steps` steps of the real loop (grain pipeline + jitted sharded step) after
+  `warmup`: clips/s, step time, data-wait fraction, peak host and device memory."""
+  mesh = sharding.make_mesh()
+  model = models.create(config)
+  tx = optim.create_optimizer(config, len(source))
+  state = train_state.init_train_state(model, tx, config, mesh)
+  step_fn = train_state.jit_train_step(model, tx, config, mesh)
+  data = iter(pipeline.create_dataset(source, config, 'train'))
+  wait = compute = 0.0
+  for i in range(warmup + steps):
+    start = time.perf_counter()
+    batch = sharding.global_batch(next(data), mesh)
+    loaded = time.perf_counter()
+    state, metrics = step_fn(state, batch)
+    jax.block_until_ready(metrics)
+    done = time.perf_counter()
+    if i >= warmup:
+      wait += loaded - start
+      compute += done - loaded
+  total = wait + compute
+  stats = jax.devices()[0].memory_stats() or {}
+  return {'clips_per_s': config.batch_size * steps / total, 'step_time_s': total / steps,
+          'data_wait_fraction': wait / total,
+          'host_peak_gib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+          'device_peak': (f'{stats["peak_bytes_in_use"] / 2**30:.2f} GiB'
+                          if 'peak_bytes_in_use' in stats else 'n/a')}
+
+
 def main():
   args = _parse()
   config = default.get_config()
@@ -50,44 +87,17 @@ def main():
   config.data.num_frames = args.frames
   config.data.crop_size = args.size
   config.data.num_workers = args.workers
-  rng = np.random.default_rng(0)
-  source = [{'id': str(i), 'label': i % config.data.num_classes,
-             'num_frames': args.frames_per_video, 'fps': 12.0,
-             'frames': input_pipeline_speed.synthetic_frames(args.frames_per_video, rng)}
-            for i in range(args.videos)]
-
-  mesh = sharding.make_mesh()
-  model = models.create(config)
-  tx = optim.create_optimizer(config, len(source))
-  state = train_state.init_train_state(model, tx, config, mesh)
-  step_fn = train_state.jit_train_step(model, tx, config, mesh)
-  data = iter(pipeline.create_dataset(source, config, 'train'))
-
-  wait = compute = 0.0
-  for i in range(args.warmup + args.steps):
-    start = time.perf_counter()
-    batch = sharding.global_batch(next(data), mesh)
-    loaded = time.perf_counter()
-    state, metrics = step_fn(state, batch)
-    jax.block_until_ready(metrics)
-    done = time.perf_counter()
-    if i >= args.warmup:
-      wait += loaded - start
-      compute += done - loaded
-  total = wait + compute
-  host_peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+  source = synthetic_source(args.videos, args.frames_per_video, config.data.num_classes)
+  m = measure(config, source, args.warmup, args.steps)
   device = jax.devices()[0]
-  stats = device.memory_stats() or {}
-  device_peak = (f'{stats["peak_bytes_in_use"] / 2**30:.2f} GiB' if 'peak_bytes_in_use' in stats
-                 else 'n/a')
   print(f'# train_speed {datetime.date.today()} | jax {jax.__version__} '
         f'{device.platform}:{device.device_kind} x{jax.device_count()} | {args.module} R50 | '
         f'batch {args.batch} x {args.frames} x {args.size}^2 | {args.dtype} | '
         f'{args.workers} grain workers | {args.steps} steps after {args.warmup}')
   print('| clips/s | step time (s) | data-wait fraction | host peak RSS | device peak |')
   print('|---|---|---|---|---|')
-  print(f'| {args.batch * args.steps / total:.3f} | {total / args.steps:.3f} | '
-        f'{wait / total:.4f} | {host_peak_gib:.2f} GiB | {device_peak} |')
+  print(f'| {m["clips_per_s"]:.3f} | {m["step_time_s"]:.3f} | {m["data_wait_fraction"]:.4f} | '
+        f'{m["host_peak_gib"]:.2f} GiB | {m["device_peak"]} |')
 
 
 if __name__ == '__main__':

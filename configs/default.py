@@ -34,6 +34,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.cmm_reduction = 16
   # TSM shifts 1/tsm_fold_div of the channels each way (TSM paper: 8).
   config.model.tsm_fold_div = 8
+  # Which blocks `tsm` shifts. tsm: TSM's own rule (its code and mmaction2's): every block, but
+  # only every other block of each stage when conv4_x has 23+ blocks (ResNet-101: 18 of 33).
+  # every_block: all blocks at any depth.
+  config.model.tsm_placement = 'tsm'
   # Dropout before the classifier (TSN/TSM: 0.5).
   config.model.dropout_rate = 0.5
   # Compute dtype: float32 or bfloat16. Parameters and BN statistics stay float32.
@@ -72,6 +76,10 @@ def get_config() -> ml_collections.ConfigDict:
   # ...x 1 (centre) or 3 (both ends and centre of the long side) crops of the full short side,
   # resized to crop_size.
   config.data.num_crops = 3
+  # Where the test clips sit inside each segment (input_pipeline/sampling.py). even: clip c of
+  # num_clips at (c + 1/2) / num_clips (ours); tsm_twice: TSM's and mmaction2's twice_sample, two
+  # clips at 1/2 and at 0 of each segment (needs num_clips = 2).
+  config.data.test_clip_offsets = 'even'
   # grain worker processes building batches; 0 = in this process.
   config.data.num_workers = 0
   # Threads building batches in each loading process (decode and resize release the GIL).
@@ -87,8 +95,15 @@ def get_config() -> ml_collections.ConfigDict:
   # Official split for UCF-101 / HMDB-51 (1, 2 or 3); ignored elsewhere.
   config.data.split = 1
   # Frames are stored as JPEG with this shorter side (never upscaled); JPEG input already at or
-  # under it is copied byte for byte.
+  # under it is copied byte for byte. Training, eval, predict and visualize cut their clips from
+  # frames resized to it, whatever size they were stored at (larger: area-resized; smaller:
+  # upscaled, with a warning).
   config.data.short_side = 256
+  # The short side the frames were (or are to be) stored at, when it is not short_side (0: it
+  # is): prepare stores at it, and predict/visualize store a raw video's frames at it before
+  # cutting views, so that they equal eval's of the prepared video. E.g. data prepared at 256 and a
+  # run at short_side 128: stored_short_side=256.
+  config.data.stored_short_side = 0
   # JPEG quality of re-encoded frames (prepare, and predict on raw videos).
   config.data.jpeg_quality = 90
   # Videos per ArrayRecord shard: the unit of parallel work and of resumption.
@@ -135,6 +150,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_epochs = 1.0
   # '' = from scratch; else a directory written by `launch.py --mode=convert` (ImageNet init).
   config.init_checkpoint = ''
+  # --mode=train in a workdir whose config.json describes another model or dataset (any model
+  # field but dtype/channelwise_impl/dropout_rate; data.dataset, split, num_classes) refuses to
+  # start unless this is True; checkpoints of another architecture are never restored anyway.
+  # Fine-tuning is config.init_checkpoint=<run> into a new workdir.
+  config.allow_config_change = False
+
+  # Weight import (`launch.py --mode=convert`, stm_jax/tools/convert.py).
+  config.convert = ml_collections.ConfigDict()
+  # False: a whole video checkpoint (TSN, TSM, STM...) must be the model the config describes, else
+  # the conversion stops naming the overrides that fit it. True: load only its backbone (convs,
+  # BN, and fc where the class count matches) into the config's model; its temporal modules keep
+  # their initialisation. ImageNet ResNet weights are always loaded this way.
+  config.convert.backbone_only = False
   return config
 
 

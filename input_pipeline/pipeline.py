@@ -18,6 +18,12 @@ val, test  the views of an evaluation protocol (protocols.py: val 1 view, test
        padded: padding rows have `mask` 0, `label` -1, `video_index` -1 and a zero clip. Every
        host runs `num_eval_steps(...)` steps, computed from the global video count.
 
+Every clip, train or eval, is cut from its frames at the run's `short_side` whatever size they were
+stored at (`transforms.to_short_side`), so training, evaluation, predict and visualize see one image.
+`create_dataset` warns (once per process) when the prepared dataset says its frames were stored at
+another short side or JPEG quality than the config's (`video.stored_short_side`): evaluation is right
+either way, but predict on raw videos would then not store their frames as the dataset did.
+
 Batches: `{'clips': uint8 (b, T, H, W, 3), 'label': int32 (b,)}`, plus for val/test
 `'mask': int32 (b,)` (1 real, 0 padding) and `'video_index': int32 (b,)` (index of the video in
 the source). Normalisation happens on device (docs/design.md section 2).
@@ -36,6 +42,7 @@ import math
 import threading
 from typing import Any, Sequence
 
+from absl import logging
 import grain
 import numpy as np
 
@@ -43,6 +50,7 @@ from input_pipeline import errors
 from input_pipeline import protocols
 from input_pipeline import sampling
 from input_pipeline import transforms
+from input_pipeline import video
 
 MODES = ('train',) + protocols.NAMES
 # Augmentation seeds are derived from the shuffle seed so one `seed` fixes the whole stream.
@@ -51,10 +59,17 @@ _AUGMENT_SEED_OFFSET = 1
 
 @dataclasses.dataclass(frozen=True)
 class ClipSpec:
-  """What a clip is: frames per clip, sizes and augmentation (from `config.data`)."""
+  """What a clip is: frames per clip, sizes and augmentation (from `config.data`).
+
+  `short_side`: the short side of the frames the clip is cut from (`transforms.to_short_side`).
+  `stored_short_side`: the short side frames are stored at (`video.stored_short_side`): the frames
+  of a raw video (predict, visualize) are stored so first, as prepare did, then cut like a prepared
+  video's; 0 means `short_side`.
+  """
   num_frames: int = 8
   crop_size: int = 224
   short_side: int = 256
+  stored_short_side: int = 0
   random_flip: bool = True
   flip_label_map: tuple[tuple[int, int], ...] = ()
   scales: tuple[float, ...] = transforms.SCALES
@@ -69,12 +84,19 @@ class ClipSpec:
         num_frames=int(data.num_frames),
         crop_size=int(data.crop_size),
         short_side=int(data.short_side),
+        stored_short_side=video.stored_short_side(data),
         random_flip=bool(data.random_flip),
         flip_label_map=normalize_label_map(data.flip_label_map),
         scales=tuple(float(s) for s in data.scales),
         max_distort=int(data.max_distort),
         more_fix_crop=bool(data.more_fix_crop),
     )
+
+
+  @property
+  def storage_short_side(self) -> int:
+    """The short side raw videos' frames are stored at before views are cut from them."""
+    return self.stored_short_side or self.short_side
 
 
 def normalize_label_map(label_map: Any) -> tuple[tuple[int, int], ...]:
@@ -110,7 +132,7 @@ class TrainClip(grain.transforms.RandomMap):
     crop = transforms.sample_train_crop(rng, num_sizes=len(self._sizes),
                                         more_fix_crop=spec.more_fix_crop,
                                         random_flip=spec.random_flip)
-    images = transforms.decode(frames, indices)
+    images = transforms.to_short_side(transforms.decode(frames, indices), spec.short_side)
     box_fn = functools.partial(transforms.train_box, crop=crop, short_side=spec.short_side,
                                crop_size=spec.crop_size, scales=spec.scales,
                                max_distort=spec.max_distort, more_fix_crop=spec.more_fix_crop)
@@ -167,7 +189,7 @@ class EvalView(grain.transforms.Map):
     frames = record[1]['frames']
     indices = self._protocol.clip_indices(len(frames), self._spec.num_frames)[clip]
     label = int(record[1]['label'])
-    images = transforms.decode(frames, indices)
+    images = transforms.to_short_side(transforms.decode(frames, indices), self._spec.short_side)
     self._local.clip = ((video, clip), label, images)
     return label, images
 
@@ -258,6 +280,38 @@ def eval_dataset(source: Sequence, spec: ClipSpec, protocol: protocols.Protocol,
   return _to_iter(ds, num_workers, num_threads)
 
 
+_storage_warned = set()
+
+
+def check_storage(source, spec: ClipSpec, jpeg_quality: int) -> None:
+  """Warns, once per process and dataset, when a prepared source's frames were stored at another
+  short side or JPEG quality than `spec` and `jpeg_quality` say (its TFDS metadata).
+
+  Why: views are right either way (they are cut at `spec.short_side` from whatever was stored),
+  but predict and visualize store a raw video's frames by the config, and match evaluation pixel
+  for pixel only when the config says how the dataset was stored. Sources without metadata (lists
+  in the tests) are not checked.
+  """
+  info = getattr(source, 'dataset_info', None)
+  metadata = getattr(info, 'metadata', None) or {}
+  if 'short_side' not in metadata:
+    return
+  stored = (int(metadata['short_side']), int(metadata.get('jpeg_quality', jpeg_quality)))
+  wanted = (spec.storage_short_side, int(jpeg_quality))
+  key = (getattr(info, 'data_dir', ''), stored, wanted)
+  if stored == wanted or key in _storage_warned:
+    return
+  _storage_warned.add(key)
+  logging.warning(
+      '%s: the prepared frames were stored at short side %d, JPEG quality %d; the config says %d, '
+      '%d (data.stored_short_side or else data.short_side, data.jpeg_quality). Training and '
+      'evaluation are unaffected (views are cut at data.short_side=%d), but --mode=predict and '
+      'visualize store raw videos by the config and may not match evaluation exactly: pass '
+      '--config.data.stored_short_side=%d --config.data.jpeg_quality=%d to them (or set it for '
+      'the run).', getattr(info, 'data_dir', 'dataset'), stored[0], stored[1], wanted[0],
+      wanted[1], spec.short_side, stored[0], stored[1])
+
+
 def create_dataset(source: Sequence, config, mode: str, *, shard_index: int | None = None,
                    shard_count: int | None = None, num_workers: int | None = None,
                    num_threads: int | None = None) -> grain.IterDataset:
@@ -267,6 +321,7 @@ def create_dataset(source: Sequence, config, mode: str, *, shard_index: int | No
   """
   _check_mode(mode)
   spec = ClipSpec.from_config(config)
+  check_storage(source, spec, int(config.data.jpeg_quality))
   kwargs = dict(
       global_batch_size=int(config.batch_size), shard_index=shard_index, shard_count=shard_count,
       num_workers=int(config.data.num_workers if num_workers is None else num_workers),

@@ -1,11 +1,17 @@
 """Decoding and spatial transforms of a clip (paper 4.2; TSN/TSM's Group* transforms).
 
-Geometry is defined, as in the paper, on frames whose short side is `short_side` (256): the
-"virtual" frame. A stored frame with another short side (e.g. Something-Something v1's 100-pixel
-frames, never upscaled by the converter) is not resized first: its crop box is the virtual box
-scaled to its pixels, and the box is resized once to the output size. On frames stored at
-`short_side`, boxes are exact integers and the result equals TSN/TSM's
-resize-then-crop-then-resize.
+Geometry is defined, as in the paper, on frames whose short side is the run's `short_side`
+(256), whatever size the frames were stored at (`to_short_side`, applied by training, evaluation,
+predict and visualize alike):
+  * a frame stored larger is first resized to `short_side` with area averaging (as the converter
+    stores frames; a bilinear resize of the crop alone would alias when the frame is several times
+    larger), so the boxes below are exact integers on it;
+  * a frame stored smaller (e.g. Something-Something v1's 100-pixel frames, never upscaled by the
+    converter) is not resized first: its crop box is the box on the frame at `short_side` (the
+    "virtual" frame) scaled to its pixels, and the box is resized once, bilinearly, to the output
+    size. A warning says so, once per process: such views are blurrier than the run's
+    `short_side` promises.
+On frames at `short_side` the result equals TSN/TSM's resize-then-crop-then-resize.
 
   train  multi-scale crop (TSM's GroupMultiScaleCrop, fix_crop): crop width and height are each
          one of `scales` x short side (sizes within 3 pixels of `crop_size` snap to it), with
@@ -28,6 +34,7 @@ than PIL's here.
 import dataclasses
 from typing import Sequence
 
+from absl import logging
 import cv2
 import numpy as np
 import simplejpeg
@@ -73,6 +80,65 @@ def decode(frames: Sequence[bytes], indices: Sequence[int]) -> list[np.ndarray]:
           frames[i], colorspace='RGB', fastdct=True, fastupsample=False)
     out.append(cache[i])
   return out
+
+
+def output_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+  """Returns (height, width) scaled so the shorter side is `short_side`; unchanged if smaller.
+
+  The one rule for the size of stored frames (the converter, predict) and of the frames views are
+  cut from (`to_short_side`). Aspect ratio is kept, rounding the longer side to the nearest pixel.
+  `short_side <= 0` keeps the size.
+  """
+  short = min(height, width)
+  if short_side <= 0 or short <= short_side:
+    return height, width
+  scale = short_side / short
+  if height <= width:
+    return short_side, max(1, round(width * scale))
+  return max(1, round(height * scale)), short_side
+
+
+_warned_small = False
+
+
+def to_short_side(images: Sequence[np.ndarray], short_side: int) -> list[np.ndarray]:
+  """Returns the frames a view is cut from: those larger than `short_side` area-resized to it.
+
+  Why: a view must be the same whatever size the frames were stored at, and equal to what the
+  converter stores at `short_side` (area averaging), so that training, evaluation and predict
+  see one image. Frames smaller than `short_side` are returned as they are (the boxes are scaled
+  to them, see the module docstring) and logged once per process. A frame repeated in `images`
+  (the same array) is resized once.
+  """
+  cache = {}
+  out = []
+  for image in images:
+    key = id(image)
+    if key not in cache:
+      height, width = image.shape[:2]
+      size = output_size(height, width, short_side)
+      if size != (height, width):
+        cache[key] = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+      else:
+        if min(height, width) < short_side:
+          _warn_small(height, width, short_side)
+        cache[key] = image
+    out.append(cache[key])
+  return out
+
+
+def _warn_small(height: int, width: int, short_side: int) -> None:
+  """Logs, once per process, that stored frames are smaller than the run's short side."""
+  global _warned_small
+  if _warned_small:
+    return
+  _warned_small = True
+  logging.warning(
+      'stored frames of %dx%d are smaller than config.data.short_side=%d: views are upscaled from '
+      'them (the videos are that small, or were prepared at a smaller short side: prepare again '
+      'with --config.data.short_side=%d to get more pixels; or run at '
+      '--config.data.short_side=%d with a crop_size to match). Logged once per process.',
+      height, width, short_side, short_side, min(height, width))
 
 
 def _virtual_size(height: int, width: int, short_side: int) -> tuple[int, int, float]:

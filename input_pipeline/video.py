@@ -7,6 +7,10 @@ Three sources give the same output, a list of JPEG-encoded RGB frames whose shor
   * JPEG frames already in memory (a TFRecord record).
 `sampled_video_to_jpegs` gives the frames of a video file that a clip needs, byte for byte those of
 `video_to_jpegs`, without keeping the others (prediction on files that were never prepared).
+Frames of a video file are stored as a player shows them (`display_transform`): the container's
+display matrix (phones record portrait video as landscape frames plus a 90-degree rotation) or,
+without one, its legacy `rotate` tag is applied, and non-square pixels (a sample aspect ratio other
+than 1, e.g. 128:117) are resized to square ones, before the short side is measured.
 JPEG frames already at or under the short side are kept byte for byte; larger ones are decoded with
 simplejpeg (scaled in the DCT where it can), resized with swscale's area filter and re-encoded.
 
@@ -14,13 +18,19 @@ Anything that makes a source unusable raises `VideoError` with a short reason; t
 quarantines that video and carries on.
 """
 
+import dataclasses
 import fractions
 import os
+import struct
 from typing import Callable, Iterable
 
 import av
+from av.sidedata import sidedata
 import numpy as np
 import simplejpeg
+
+from input_pipeline import errors
+from input_pipeline import transforms
 
 
 # A video is called truncated when it decodes to fewer than this fraction of the frames its
@@ -41,16 +51,95 @@ class VideoError(Exception):
 def output_size(height: int, width: int, short_side: int) -> tuple[int, int]:
   """Returns (height, width) scaled so the shorter side is `short_side`; unchanged if smaller.
 
-  Aspect ratio is kept, rounding the longer side to the nearest pixel. `short_side <= 0` keeps the
-  size.
+  The size stored frames get: `transforms.output_size`, the one rule (views are cut from frames
+  resized by it too).
   """
-  short = min(height, width)
-  if short_side <= 0 or short <= short_side:
-    return height, width
-  scale = short_side / short
-  if height <= width:
-    return short_side, max(1, round(width * scale))
-  return max(1, round(height * scale)), short_side
+  return transforms.output_size(height, width, short_side)
+
+
+def stored_short_side(data) -> int:
+  """The short side frames are stored at: `data.stored_short_side`, or `data.short_side` if 0.
+
+  One definition for prepare (the frames it writes) and predict/visualize (the frames of a raw
+  video they build views from, so that those views equal evaluation's of the prepared video).
+  Raises a ConfigError for a negative or non-integer value.
+  """
+  value = data.get('stored_short_side', 0)
+  if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    raise errors.bad_field('data.stored_short_side', value,
+                           'must be 0 (frames stored at data.short_side) or the short side the '
+                           'data was prepared at')
+  return value or int(data.short_side)
+
+
+@dataclasses.dataclass(frozen=True)
+class Display:
+  """How a decoded frame is turned into the image a player shows: transpose (swap rows and
+  columns), then mirror rows (`flip_rows`) and columns (`flip_cols`); and the sample aspect ratio
+  (pixel width / height) that the width is scaled by before that."""
+  transpose: bool = False
+  flip_rows: bool = False
+  flip_cols: bool = False
+  pixel_aspect: fractions.Fraction = fractions.Fraction(1)
+
+  def display_size(self, height: int, width: int) -> tuple[int, int]:
+    """(height, width) of a decoded `height` x `width` frame once shown: square pixels, oriented."""
+    width = max(1, round(width * self.pixel_aspect))
+    return (width, height) if self.transpose else (height, width)
+
+  def orient(self, rgb: np.ndarray) -> np.ndarray:
+    """Applies the transpose and the mirrors to an (H, W, C) array (a view, no copy)."""
+    if self.transpose:
+      rgb = rgb.transpose(1, 0, 2)
+    if self.flip_rows:
+      rgb = rgb[::-1]
+    if self.flip_cols:
+      rgb = rgb[:, ::-1]
+    return rgb
+
+
+# Orientation of a legacy `rotate` tag (degrees clockwise, as players read it).
+_ROTATE_TAG = {0: Display(), 90: Display(transpose=True, flip_cols=True),
+               180: Display(flip_rows=True, flip_cols=True), 270: Display(transpose=True,
+                                                                          flip_rows=True)}
+
+
+def display_from_matrix(matrix: Iterable[int]) -> Display:
+  """The orientation of FFmpeg's 3x3 display matrix (9 int32, 16.16 fixed point, row-major).
+
+  The matrix maps a stored pixel (x, y) to the displayed x' = m0 x + m3 y, y' = m1 x + m4 y (plus
+  a translation); any angle snaps to the nearest multiple of 90 degrees, mirrors included.
+  """
+  m = list(matrix)
+  a, b, c, d = m[0], m[1], m[3], m[4]
+  if abs(a) + abs(d) >= abs(b) + abs(c):
+    return Display(flip_cols=a < 0, flip_rows=d < 0)
+  # x' follows y and y' follows x: transpose, then mirror by the signs.
+  return Display(transpose=True, flip_rows=b < 0, flip_cols=c < 0)
+
+
+def display_transform(frame, stream) -> Display:
+  """How `frame` of `stream` is shown: its display matrix (side data), else the stream's legacy
+  `rotate` tag; and the stream's sample aspect ratio.
+
+  Why: a phone's portrait video is stored as landscape frames plus this metadata, and DV or
+  anamorphic video as non-square pixels; a player applies both, and the model must see what the
+  labeller saw (a sideways video is another video to it).
+  """
+  display = Display()
+  data = frame.side_data.get(sidedata.Type.DISPLAYMATRIX)
+  if data is not None and len(bytes(data)) >= 36:
+    display = display_from_matrix(struct.unpack('<9i', bytes(data)[:36]))
+  else:
+    tag = next((v for k, v in stream.metadata.items() if k.lower() == 'rotate'), None)
+    try:
+      display = _ROTATE_TAG.get(int(float(tag)) % 360, display) if tag is not None else display
+    except ValueError:
+      pass  # An unreadable tag: shown as stored, as players do.
+  sar = stream.sample_aspect_ratio
+  if sar and sar > 0 and sar != 1:
+    display = dataclasses.replace(display, pixel_aspect=fractions.Fraction(sar))
+  return display
 
 
 def _resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -107,7 +196,7 @@ def video_to_jpegs(path: str, short_side: int, quality: int,
     frames, error = [], None
     try:
       for frame in container.decode(stream):
-        frames.append(_frame_to_jpeg(frame, short_side, quality))
+        frames.append(_frame_to_jpeg(frame, stream, short_side, quality))
     except (av.FFmpegError, OSError, ValueError) as e:
       error = e
   _check_decoded(len(frames), expected, error)
@@ -171,10 +260,19 @@ def _video_stream(container, threads: int):
   return stream
 
 
-def _frame_to_jpeg(frame, short_side: int, quality: int) -> bytes:
-  height, width = output_size(frame.height, frame.width, short_side)
+def frame_to_rgb(frame, stream, short_side: int) -> np.ndarray:
+  """A decoded frame as a player shows it (`display_transform`), short side at most `short_side`:
+  uint8 (H, W, 3) RGB, resized once (swscale's area filter) and then oriented."""
+  display = display_transform(frame, stream)
+  height, width = output_size(*display.display_size(frame.height, frame.width), short_side)
+  if display.transpose:
+    height, width = width, height
   rgb = frame.to_ndarray(width=width, height=height, format='rgb24', interpolation=_INTERPOLATION)
-  return encode(rgb, quality)
+  return display.orient(rgb)
+
+
+def _frame_to_jpeg(frame, stream, short_side: int, quality: int) -> bytes:
+  return encode(frame_to_rgb(frame, stream, short_side), quality)
 
 
 def _check_decoded(count: int, expected: int, error: BaseException | None) -> None:
@@ -215,7 +313,7 @@ def _decode_selected(path: str, short_side: int, quality: int,
     try:
       for frame in container.decode(stream):
         if count in wanted:
-          kept[count] = _frame_to_jpeg(frame, short_side, quality)
+          kept[count] = _frame_to_jpeg(frame, stream, short_side, quality)
         count += 1
     except (av.FFmpegError, OSError, ValueError) as e:
       error = e

@@ -1,10 +1,12 @@
 """Val/test views of videos that were never prepared: a file or frame folder -> uint8 clips.
 
 A view is built exactly as evaluation builds it from the prepared dataset: the frames the
-converter would store (`video.py`: short side `short_side`, JPEG at `jpeg_quality`), sampled and
-cropped by the pipeline's own `EvalView` (val: segment centres, centre crop; test:
-`num_clips x num_crops` views). So the clip of a file equals the clip `--mode=eval` reads for that
-file once prepared, pixel for pixel. Only the frames the views need are kept while decoding.
+converter would store (`video.py`: upright, square pixels, short side `spec.storage_short_side`,
+i.e. `data.stored_short_side` or else `data.short_side`, JPEG at `jpeg_quality`), sampled,
+resized to `short_side` and cropped by the pipeline's own `EvalView` (val: segment centres, centre
+crop; test: `num_clips x num_crops` views). So the clip of a file equals the clip `--mode=eval`
+reads for that file once prepared with the same short side and quality, pixel for pixel, whatever
+the run's `short_side`. Only the frames the views need are kept while decoding.
 
 What counts as a video in a folder (`find_videos`): every file whose extension is a video
 container's (`layouts.video.VIDEO_EXTENSIONS`) and every frame folder (a folder holding JPEG files
@@ -59,9 +61,9 @@ def read_frames(path: str, spec: pipeline.ClipSpec, protocol: protocols.Protocol
   if os.path.isdir(path):
     if not is_frame_folder(path):
       raise VideoError('not a video: a folder without JPEG frames')
-    return video.frame_folder_to_jpegs(path, spec.short_side, jpeg_quality)
+    return video.frame_folder_to_jpegs(path, spec.storage_short_side, jpeg_quality)
   frames, _ = video.sampled_video_to_jpegs(
-      path, spec.short_side, jpeg_quality,
+      path, spec.storage_short_side, jpeg_quality,
       lambda n: protocol.clip_indices(n, spec.num_frames).ravel(), threads)
   return frames
 

@@ -2,7 +2,8 @@
 
 Written from docs/design.md section 1, not from the JAX code, with the authors' PyTorch key layout
 (`layer1.0.conv1`, `layer1.0.shift`, `layer1.0.mb.stage_conv`, `layer1.0.downsample.0`, `fc`...),
-so that a state dict of this model is what `stm_jax.convert.from_torch` reads.
+so that a state dict of this model is what `stm_jax.convert.from_torch` reads. A TSM block wraps
+its first conv in the shift, as TSM's code does (`layer1.0.conv1.net.weight`).
 """
 
 import math
@@ -31,6 +32,20 @@ def temporal_shift(x: torch.Tensor, num_frames: int, fold_div: int) -> torch.Ten
   out[:, 1:, fold:2 * fold] = clips[:, :-1, fold:2 * fold]
   out[:, :, 2 * fold:] = clips[:, :, 2 * fold:]
   return out.view_as(x)
+
+
+class ShiftThen(nn.Module):
+  """TSM's wrapper: shifts its input in time, then runs `net` (so `net`'s keys gain `.net.`)."""
+
+  def __init__(self, net: nn.Module, num_frames: int, fold_div: int):
+    super().__init__()
+    self.net = net
+    self.num_frames = num_frames
+    self.fold_div = fold_div
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    """`net(temporal_shift(x))`."""
+    return self.net(temporal_shift(x, self.num_frames, self.fold_div))
 
 
 class CMM(nn.Module):
@@ -66,8 +81,9 @@ class Bottleneck(nn.Module):
     super().__init__()
     self.module = module
     self.num_frames = num_frames
-    self.tsm_fold_div = tsm_fold_div
     self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+    if module == 'tsm':  # The shortcut reads the unshifted input.
+      self.conv1 = ShiftThen(self.conv1, num_frames, tsm_fold_div)
     self.bn1 = nn.BatchNorm2d(planes)
     self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
     self.bn2 = nn.BatchNorm2d(planes)
@@ -96,8 +112,6 @@ class Bottleneck(nn.Module):
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     """Returns `relu(bn3(conv3(fused branches)) + shortcut(x))`."""
     shortcut = x if self.downsample is None else self.downsample(x)
-    if self.module == 'tsm':
-      x = temporal_shift(x, self.num_frames, self.tsm_fold_div)
     u = F.relu(self.bn1(self.conv1(x)))
     v = self._temporal_conv(u) if self.module in _USES_CSTM else u
     a = F.relu(self.bn2(self.conv2(v)))

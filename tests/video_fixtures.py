@@ -464,3 +464,54 @@ def prepared_sthv1(tmp_path, **config_fields):
   config.optim.decay_epochs = ()
   config.update_from_flattened_dict(config_fields)
   return data_config, config
+
+
+# --- orientation and pixel aspect ------------------------------------------------------------------
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def marked_frame(h: int = H, w: int = W) -> np.ndarray:
+  """A gray frame with an 8-pixel red square in its top-left corner and a blue one bottom-left,
+  so that a test can tell how it was turned or mirrored."""
+  a = np.full((h, w, 3), 128, np.uint8)
+  a[:8, :8] = RED
+  a[-8:, :8] = BLUE
+  return a
+
+
+def write_marked_video(path: str, num_frames: int = 5, h: int = H, w: int = W, *,
+                       rotation: float | None = None, hflip: bool = False,
+                       rotate_tag: str | None = None, sar=None) -> str:
+  """Writes `marked_frame`s (codec from the extension) with a display matrix (`rotation`: degrees
+  counter-clockwise, as PyAV's `VideoFrame.rotation` reads it; `hflip` mirrors after it), a legacy
+  `rotate` tag (degrees clockwise) and/or a sample aspect ratio; returns path."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with av.open(path, 'w') as container:
+    stream = container.add_stream(_CODECS[os.path.splitext(path)[1]], rate=FPS)
+    stream.width, stream.height, stream.pix_fmt = w, h, 'yuv420p'
+    if sar is not None:
+      stream.codec_context.sample_aspect_ratio = sar
+    if rotation is not None or hflip:
+      stream.set_display_rotation(rotation or 0, hflip=hflip)
+    if rotate_tag is not None:
+      stream.metadata['rotate'] = rotate_tag
+    for _ in range(num_frames):
+      for packet in stream.encode(av.VideoFrame.from_ndarray(marked_frame(h, w), format='rgb24')):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+  return path
+
+
+def marker_corners(rgb: np.ndarray) -> dict[str, str]:
+  """Which corner ('tl', 'tr', 'bl', 'br') of a decoded frame holds the red and the blue marker."""
+  h, w = rgb.shape[:2]
+  found = {}
+  for name, (y, x) in {'tl': (2, 2), 'tr': (2, w - 3), 'bl': (h - 3, 2),
+                       'br': (h - 3, w - 3)}.items():
+    pixel = rgb[y, x].astype(int)
+    for colour, value in (('red', RED), ('blue', BLUE)):
+      if np.abs(pixel - value).max() < 60:
+        found[colour] = name
+  return found

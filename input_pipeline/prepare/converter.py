@@ -44,6 +44,7 @@ import tqdm
 from input_pipeline import datasets
 from input_pipeline import errors
 from input_pipeline import files
+from input_pipeline import video
 from input_pipeline.prepare import layouts
 from input_pipeline.prepare import records
 from input_pipeline.prepare import workers
@@ -121,7 +122,7 @@ def _settings(config) -> dict:
   settings = {
       'dataset': data.dataset,
       'raw_format': data.raw_format,
-      'short_side': int(data.short_side),
+      'short_side': video.stored_short_side(data),
       'jpeg_quality': int(data.jpeg_quality),
       'videos_per_shard': int(data.videos_per_shard),
       'format': _FORMAT,

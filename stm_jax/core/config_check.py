@@ -9,6 +9,7 @@ where they are used (they may be empty where a mode does not need them).
 import ml_collections
 
 from input_pipeline import errors
+from input_pipeline import protocols
 from input_pipeline.prepare import layouts
 from stm_jax import models
 
@@ -55,6 +56,10 @@ def check_data(config: ml_collections.ConfigDict, preparing: bool = False) -> No
     raise errors.bad_field('data.split', d.split, 'must be 1, 2 or 3 (the official splits)')
   if not 1 <= d.jpeg_quality <= 100:
     raise errors.bad_field('data.jpeg_quality', d.jpeg_quality, 'must be in [1, 100]')
+  if not isinstance(d.stored_short_side, int) or d.stored_short_side < 0:
+    raise errors.bad_field('data.stored_short_side', d.stored_short_side,
+                           'must be >= 0 (0: frames stored at data.short_side)')
+  protocols.check_config(config)
 
 
 def check_optim(config: ml_collections.ConfigDict) -> None:

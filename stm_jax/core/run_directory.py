@@ -1,15 +1,25 @@
-"""What a run directory says about itself: `config.json` and `class_names.json`.
+"""What a run directory says about itself: `config.json`, `class_names.json`, and who writes it.
 
-The trainer writes both when a run starts, so that evaluation, prediction, visualisation and
-export of a run need only its directory: the model is rebuilt from the config it was trained
-with (plus what the command line overrides), and scores are printed with the dataset's class
-names.
+The trainer writes the first two when a run starts, so that evaluation, prediction, visualisation
+and export of a run need only its directory: the model is rebuilt from the config it was trained
+with (plus what the command line overrides, which may not change the architecture), and scores
+are printed with the dataset's class names.
+
+A run's identity is its architecture (`is_architecture_field`) and its dataset
+(`DATASET_FIELDS`): `identity_changes` tells a trainer that would resume a run as another one.
+
+`train.lock` (`WorkdirLock`) says which process trains the run: one writer per workdir.
 """
 
+import dataclasses
 import json
 import os
+import socket
+import sys
+import time
 from typing import Any
 
+from absl import logging
 import ml_collections
 
 from input_pipeline import errors
@@ -17,6 +27,15 @@ from input_pipeline import files
 
 CONFIG_FILE = 'config.json'
 CLASS_NAMES_FILE = 'class_names.json'
+LOCK_FILE = 'train.lock'
+# Model fields that do not change the network's parameters or its function at inference: the
+# compute dtype, how channel-wise convs are computed (same numbers), dropout (training only).
+_NOT_ARCHITECTURE = ('model.dtype', 'model.channelwise_impl', 'model.dropout_rate')
+# Config fields that say which dataset a run learns (its classes); with the architecture they are
+# what a resumed run may not change.
+DATASET_FIELDS = ('data.dataset', 'data.split', 'data.num_classes')
+# Fields never compared between a run's config.json and a command line: how to start, not what.
+_NOT_COMPARED = ('allow_config_change', 'init_checkpoint')
 
 
 def _lists_to_tuples(value: Any) -> Any:
@@ -48,23 +67,90 @@ def read_config(directory: str) -> ml_collections.ConfigDict:
       _lists_to_tuples(files.read_json(os.path.join(directory, CONFIG_FILE))))
 
 
+def flatten(config: ml_collections.ConfigDict | dict[str, Any], prefix: str = '') -> dict[str, Any]:
+  """`{'model.depth': 50, ...}`: every leaf field of a config by its dotted name."""
+  items = config.items() if isinstance(config, dict) else config.to_dict().items()
+  out = {}
+  for key, value in items:
+    name = f'{prefix}{key}'
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      out.update(flatten(value if isinstance(value, dict) else value.to_dict(), f'{name}.'))
+    else:
+      out[name] = _lists_to_tuples(value)
+  return out
+
+
+def is_architecture_field(field: str) -> bool:
+  """Whether `field` (dotted) describes the network: every `model.*` field that changes its
+  parameters or what it computes, and the class count (the classifier's size)."""
+  return ((field.startswith('model.') and field not in _NOT_ARCHITECTURE)
+          or field == 'data.num_classes')
+
+
+def changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+  """(field, old value, new value) of every field both flattened configs hold with different
+  values (a field only one of them has is not a change: it was added or removed since)."""
+  return [(k, old[k], new[k]) for k in sorted(set(old) & set(new))
+          if k not in _NOT_COMPARED and old[k] != new[k]]
+
+
+def format_changes(found: list[tuple[str, Any, Any]], old_name: str = "the run's config.json"
+                   ) -> str:
+  """`config.model.temporal_module='stm' (the run's config.json: 'none'), ...` for `changes`."""
+  return ', '.join(f'config.{k}={new!r} ({old_name}: {old!r})' for k, old, new in found)
+
+
+def identity_changes(workdir: str, config: ml_collections.ConfigDict
+                     ) -> list[tuple[str, Any, Any]]:
+  """The architecture and dataset fields (`is_architecture_field`, `DATASET_FIELDS`) in which
+  `config` differs from the run in `workdir` (none when it has no config.json yet)."""
+  if not has_config(workdir):
+    return []
+  found = changes(flatten(read_config(workdir)), flatten(config))
+  return [c for c in found if is_architecture_field(c[0]) or c[0] in DATASET_FIELDS]
+
+
 def resolve_config(path: str, config: ml_collections.ConfigDict,
                    overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
   """The config a command on the run or weights at `path` works with.
 
   A run directory: its own `config.json` with `overrides` (flattened `{'data.num_clips': 2}`,
-  the fields the command line names) applied on top. Anything else (converted weights): `config`.
+  the fields the command line names) applied on top; fields declared since the run was trained
+  take `config`'s values. An override may not change the architecture (`is_architecture_field`):
+  the run's weights are of its own model, so that is a UserError naming the field. Anything else
+  (converted weights): `config`.
   """
   if not has_config(path):
     return config
   resolved = read_config(path)
+  known = flatten(resolved)
+  missing = {k: v for k, v in flatten(config).items() if k not in known}
+  if missing:
+    resolved = ml_collections.ConfigDict(_with_fields(resolved.to_dict(), missing))
+  stored = flatten(resolved)
+  config_file = os.path.join(path, CONFIG_FILE)
   for field, value in (overrides or {}).items():
-    try:
-      resolved.update_from_flattened_dict({field: value})
-    except (KeyError, AttributeError):
-      raise errors.UserError(f'--config.{field}: {os.path.join(path, CONFIG_FILE)} has no such '
-                             'field') from None
+    if field not in stored and not any(k.startswith(f'{field}.') for k in stored):
+      raise errors.UserError(f'--config.{field}: {config_file} has no such field')
+    if is_architecture_field(field) and _lists_to_tuples(value) != stored.get(field):
+      raise errors.ConfigError(
+          f'--config.{field}={value!r}: the run {path} was trained with config.{field}='
+          f'{stored.get(field)!r} ({config_file}), and a run is always scored with its own '
+          f'model; drop the override (or train the other model: --mode=train in a new --workdir, '
+          f'with --config.init_checkpoint={path} to start from these weights)')
+    resolved.update_from_flattened_dict({field: value})
   return resolved
+
+
+def _with_fields(tree: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+  """`tree` (a nested dict) with the flattened `fields` set."""
+  for name, value in fields.items():
+    node = tree
+    *parents, leaf = name.split('.')
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
 
 
 def read_class_names(directory: str) -> list[str] | None:
@@ -76,3 +162,151 @@ def read_class_names(directory: str) -> list[str] | None:
   if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
     raise errors.UserError(f'{path}: expected a JSON list of class names')
   return names
+
+
+# --- one writer per workdir --------------------------------------------------------------------
+
+def _process_start(pid: int) -> str | None:
+  """When process `pid` started (Linux: /proc/<pid>/stat field 22, clock ticks since boot), so
+  that a pid reused by another process is not taken for the lock's owner; None elsewhere."""
+  try:
+    with open(f'/proc/{pid}/stat', encoding='ascii') as f:
+      return f.read().rpartition(')')[2].split()[19]
+  except (OSError, IndexError):
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Another user's process.
+    return True
+  return True
+
+
+@dataclasses.dataclass(frozen=True)
+class LockOwner:
+  """Who holds a workdir's lock: host, pid, when it started, and its command line."""
+  host: str
+  pid: int
+  started: str  # Local time, for people.
+  process_start: str | None  # _process_start(pid), for the staleness test.
+  command: str
+
+  @classmethod
+  def this_process(cls) -> 'LockOwner':
+    """The owner record of the calling process."""
+    pid = os.getpid()
+    return cls(host=socket.gethostname(), pid=pid, started=time.strftime('%Y-%m-%d %H:%M:%S'),
+               process_start=_process_start(pid), command=' '.join(sys.argv))
+
+  def is_stale(self) -> bool:
+    """Whether the owner is known to be gone: on this host, its pid is not running (or is now
+    another process). An owner on another host is never called stale."""
+    if self.host != socket.gethostname():
+      return False
+    if not _pid_alive(self.pid):
+      return True
+    now = _process_start(self.pid)
+    return self.process_start is not None and now is not None and now != self.process_start
+
+  def describe(self) -> str:
+    """`pid 123 on host h (started 2025-01-01 10:00:00: python launch.py ...)`."""
+    return (f'pid {self.pid} on host {self.host} (started {self.started}'
+            f'{f": {self.command}" if self.command else ""})')
+
+
+class WorkdirLock:
+  """`<workdir>/train.lock`: at most one training process writes a run.
+
+  `acquire` creates the lock file atomically and exclusively (written whole under a temporary
+  name, then hard-linked to `train.lock`, which fails if it exists), holding the owner's host,
+  pid, start time and command line (`LockOwner`). A second trainer gets an InUseError naming the
+  owner. A lock left by a killed process is stale when its pid is not running on this host (or
+  runs another program): it is replaced with a warning. A lock of a process on another host
+  cannot be tested from here; the error says to delete it if that process is gone. `release`
+  removes the lock only if it is still this process's.
+
+  The lock is one small object with its owner inside, created only-if-absent: on a bucket
+  (issue 7) the same protocol is a conditional create (if-generation-match=0) and a delete.
+  In a multi-process run only process 0 takes it (stm_jax/train/loop.py).
+  """
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(os.path.abspath(workdir), LOCK_FILE)
+    self._owner: LockOwner | None = None
+
+  def holder(self) -> LockOwner | None:
+    """The owner recorded in the lock file, or None when there is none. Raises an InUseError
+    when the file exists but cannot be read as a lock."""
+    try:
+      with open(self.path, encoding='utf-8') as f:
+        return LockOwner(**json.load(f))
+    except FileNotFoundError:
+      return None
+    except (OSError, ValueError, TypeError) as e:
+      raise errors.InUseError(
+          f'{self.path}: a lock file that cannot be read ({type(e).__name__}); if no training '
+          'runs in this workdir, delete it') from None
+
+  def check_free(self) -> None:
+    """Raises an InUseError naming the owner when another live process holds the lock (a
+    stale lock does not count)."""
+    owner = self.holder()
+    if owner is not None and not owner.is_stale():
+      raise self._in_use(owner)
+
+  def _in_use(self, owner: LockOwner) -> errors.InUseError:
+    workdir = os.path.dirname(self.path)
+    remedy = ('wait for it to finish, stop it, or train in another --workdir'
+              if owner.host == socket.gethostname() else
+              f'it cannot be checked from host {socket.gethostname()}: if it is no longer '
+              f'running, delete {self.path}')
+    return errors.InUseError(f'{workdir}: another training run is writing it: '
+                             f'{owner.describe()}; {remedy}')
+
+  def acquire(self) -> None:
+    """Takes the lock (creating the workdir) or raises an InUseError naming its owner."""
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    me = LockOwner.this_process()
+    tmp = f'{self.path}.tmp-{me.pid}'
+    files.write_json(tmp, dataclasses.asdict(me))
+    try:
+      for _ in range(2):
+        try:
+          os.link(tmp, self.path)
+          self._owner = me
+          return
+        except FileExistsError:
+          owner = self.holder()
+          if owner is None:
+            continue  # Released in between: try again.
+          if not owner.is_stale():
+            raise self._in_use(owner) from None
+          if self.holder() == owner:  # Still the same stale lock: replace it.
+            os.remove(self.path)
+            logging.warning('%s: replacing the lock of %s, which is no longer running',
+                            self.path, owner.describe())
+      raise errors.InUseError(f'{self.path}: another process keeps taking this lock; retry')
+    finally:
+      os.remove(tmp)
+
+  def release(self) -> None:
+    """Removes the lock if this process still holds it."""
+    if self._owner is None:
+      return
+    try:
+      if self.holder() == self._owner:
+        os.remove(self.path)
+    except (errors.InUseError, FileNotFoundError):
+      pass
+    self._owner = None
+
+  def __enter__(self) -> 'WorkdirLock':
+    self.acquire()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.release()

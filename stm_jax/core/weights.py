@@ -9,13 +9,17 @@ A weights path is either
     `{'params', 'batch_stats'}`): the model is the one the caller's config describes, the class
     names are `class <i>`.
 Only `params` and `batch_stats` are read from a run's checkpoint (not the optimizer state), so no
-optimizer is built to load weights. Loading never changes anything on disk.
+optimizer is built to load weights. Loading never changes anything on disk: a checkpoint that
+is not of the model the config describes is a CheckpointMismatchError naming the arrays, one that
+cannot be read (or fails its checksum) an UnreadableCheckpointError; an unreadable best
+checkpoint falls back to the latest with one warning when no step was asked for.
 """
 
 import dataclasses
 import os
 from typing import Any
 
+from absl import logging
 import flax.linen as nn
 import jax
 import ml_collections
@@ -85,7 +89,13 @@ def _read_converted(directory: str) -> dict[str, Any]:
   if not isinstance(variables, dict) or set(models.VARIABLE_COLLECTIONS) - set(variables):
     raise errors.UserError(f'{directory}: not weights written by --mode=convert (no params and '
                            'batch_stats)')
-  return {c: variables[c] for c in models.VARIABLE_COLLECTIONS}
+  variables = {c: variables[c] for c in models.VARIABLE_COLLECTIONS}
+  bad = [jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_leaves_with_path(variables)
+         if np.issubdtype(np.asarray(x).dtype, np.inexact) and not np.isfinite(x).all()]
+  if bad:
+    raise errors.UserError(f'{directory}: {len(bad)} arrays of these weights hold NaN or '
+                           f'infinite values, e.g. {bad[0]}; convert them again')
+  return variables
 
 
 def _with_class_count(config: ml_collections.ConfigDict,
@@ -119,36 +129,60 @@ def _class_names(directory: str, num_classes: int) -> list[str]:
     return [f'class {i}' for i in range(num_classes)]
   if len(names) != num_classes:
     raise errors.UserError(f'{os.path.join(directory, run_directory.CLASS_NAMES_FILE)}: '
-                           f'{len(names)} names for a model of {num_classes} classes')
+                           f'{len(names)} class names for a model of {num_classes} classes '
+                           f'(config.data.num_classes={num_classes}); the run\'s files do not '
+                           'belong together')
   return names
 
 
-def _restore_run(workdir: str, config: ml_collections.ConfigDict, checkpoint_step: int | str,
-                 mesh: jax.sharding.Mesh) -> tuple[int, dict[str, Any], str]:
-  """(step, variables replicated over `mesh`, which) of a checkpoint of the run `workdir`."""
-  if checkpoint_step == AUTO:
-    checkpoint_step = BEST if checkpointing.has_best(workdir) else LATEST
-  if checkpoint_step == BEST:
-    if not checkpointing.has_best(workdir):
-      raise errors.NotFoundError(f'no best checkpoint in {workdir}: it is kept when training '
-                                 'evaluates (config.eval_every_epochs > 0 and a validation split)')
-    ckpt = checkpointing.BestCheckpointer(workdir, read_only=True)
-    which = 'best'
-  else:
-    ckpt = checkpointing.Checkpointer(workdir, read_only=True)
-    which = 'latest' if checkpoint_step == LATEST else 'step'
-  replicated = sharding.replicated(mesh)
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                          models.abstract_variables(config))
+def _read_run_checkpoint(ckpt: checkpointing.Checkpointer, step: int | None,
+                         abstract: dict[str, Any], workdir: str) -> dict[str, Any]:
+  """`restore_variables` of checkpoint `step` (None: the newest) of `ckpt`, the mismatch error
+  completed with what the run's config.json says."""
   try:
     steps = ckpt.all_steps()
     if not steps:
       raise errors.NotFoundError(f'no checkpoint in {ckpt.directory}: train first '
                                  '(launch.py --mode=train)')
-    step = steps[-1] if checkpoint_step in (LATEST, BEST) else int(checkpoint_step)
-    restored = ckpt.restore_variables(step, abstract)
+    return ckpt.restore_variables(steps[-1] if step is None else step, abstract)
+  except checkpointing.CheckpointMismatchError as e:
+    raise checkpointing.CheckpointMismatchError(
+        f'{e}; the model comes from {os.path.join(workdir, run_directory.CONFIG_FILE)}, which '
+        'does not describe these checkpoints', e.differences) from None
   finally:
     ckpt.close()
+
+
+def _restore_run(workdir: str, config: ml_collections.ConfigDict, checkpoint_step: int | str,
+                 mesh: jax.sharding.Mesh) -> tuple[int, dict[str, Any], str]:
+  """(step, variables replicated over `mesh`, which) of a checkpoint of the run `workdir`.
+
+  'auto' takes the best checkpoint when the run kept one; if that one cannot be read, the latest
+  (one warning line). Nothing is created, moved or changed in `workdir`.
+  """
+  replicated = sharding.replicated(mesh)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          models.abstract_variables(config))
+  which = checkpoint_step
+  if checkpoint_step == AUTO:
+    which = BEST if checkpointing.has_best(workdir) else LATEST
+  if which == BEST:
+    if not checkpointing.has_best(workdir):
+      raise errors.NotFoundError(f'no best checkpoint in {workdir}: it is kept when training '
+                                 'evaluates (config.eval_every_epochs > 0 and a validation split)')
+    try:
+      restored = _read_run_checkpoint(checkpointing.BestCheckpointer(workdir, read_only=True),
+                                      None, abstract, workdir)
+    except checkpointing.UnreadableCheckpointError as e:
+      if checkpoint_step != AUTO:
+        raise
+      logging.warning('%s; using the latest checkpoint instead', e)
+      which = LATEST
+  if which != BEST:
+    step = None if which == LATEST else int(checkpoint_step)
+    which = 'latest' if which == LATEST else 'step'
+    restored = _read_run_checkpoint(checkpointing.Checkpointer(workdir, read_only=True), step,
+                                    abstract, workdir)
   variables = {c: restored[c] for c in models.VARIABLE_COLLECTIONS}
   return int(sharding.to_host(restored['step'])), variables, which
 

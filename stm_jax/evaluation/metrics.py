@@ -31,9 +31,16 @@ class VideoScores:
     if videos.size and (videos.min() < 0 or videos.max() >= len(self._counts)):
       raise errors.UserError(f'video index out of range [0, {len(self._counts)}): '
                        f'{videos.min()}..{videos.max()}')
+    labels = np.asarray(label)[keep]
+    num_classes = self._sums.shape[1]
+    if labels.size and labels.max() >= num_classes:
+      raise errors.bad_field('data.num_classes', num_classes,
+                             f'the evaluated split holds label {int(labels.max())}, outside the '
+                             f'model\'s {num_classes} classes: it is not the dataset the model '
+                             'was trained on')
     np.add.at(self._sums, videos, np.asarray(scores, np.float64)[keep])
     np.add.at(self._counts, videos, 1)
-    self._labels[videos] = np.asarray(label)[keep]
+    self._labels[videos] = labels
 
   def averaged(self) -> tuple[np.ndarray, np.ndarray]:
     """Returns (per-video mean scores (N, C), labels (N,)); raises unless every video has

@@ -6,10 +6,22 @@ every view of the global batch, replicated, so every process sees every row; eac
 them per video on the host (metrics.VideoScores).
 
 Process 0 writes `<workdir>/eval_<protocol>_step<N>/`: `metrics.json`, `predictions.csv` and
-`confusion.png` (reports.py), and prints the accuracy beside the protocol's cost.
+`confusion.png` (reports.py), and prints the accuracy beside the protocol's cost. `metrics.json`
+records every setting that changes the numbers: protocol, views (clips x crops, crop kind), crop
+size, short side, frames, split, checkpoint step and which checkpoint, the config hash
+(`config_hash`: every field but those that cannot change a score, e.g. the batch size or the
+optimizer), and the fields that differ from the run's config.json. The folder is never another
+combination's: the plain name holds the run's own settings, and an evaluation with other settings
+(or whose plain folder holds other ones) goes to `eval_<protocol>_step<N>_<config hash[:8]>`;
+rerunning the same combination rewrites its own folder.
+
+The prepared split's class count (its info) must be the run's `data.num_classes`, and every label
+read must be below it: both are errors naming the numbers, before any result is written.
 """
 
 import functools
+import hashlib
+import json
 import os
 from typing import Any, Callable, Iterable, Sequence
 
@@ -25,6 +37,7 @@ from input_pipeline import files
 from input_pipeline import pipeline
 from input_pipeline import protocols
 from stm_jax.core import config_check
+from stm_jax.core import run_directory
 from stm_jax.core import sharding
 from stm_jax.core import weights as weights_lib
 from stm_jax.evaluation import metrics as metrics_lib
@@ -95,9 +108,76 @@ def video_scores(variables: dict[str, Any], model: nn.Module, config: ml_collect
   return acc.averaged()
 
 
+def check_class_count(config: ml_collections.ConfigDict, run: str | None = None) -> None:
+  """Raises a ConfigError unless `config.data.num_classes` is the prepared dataset's class count
+  (from its info; a dataset without class names is checked label by label as it is read).
+  `run`: the run directory whose model it is (evaluation), named in the message."""
+  names = datasets.class_names(config)
+  if names is None or len(names) == config.data.num_classes:
+    return
+  remedy = (f'the model of {run} has {config.data.num_classes}: evaluate it on the dataset it '
+            'was trained on (or fix config.data.data_dir / data.dataset)' if run else
+            f'pass --config.data.num_classes={len(names)}')
+  raise errors.bad_field('data.num_classes', config.data.num_classes,
+                         f'the prepared dataset in {datasets.dataset_dir(config)} has '
+                         f'{len(names)} classes; {remedy}')
+
+
 def open_eval_source(config: ml_collections.ConfigDict) -> Sequence:
   """The prepared split that evaluation reads (`config.data.eval_split`)."""
   return datasets.open_source(config, config.data.eval_split)
+
+
+# Fields that cannot change a score: how fast, how data is prepared or loaded, how training runs.
+_NOT_SCORING = ('batch_size', 'seed', 'checkpoint_every_steps', 'keep_checkpoints',
+                'log_every_steps', 'eval_every_epochs', 'init_checkpoint', 'allow_config_change',
+                'model.channelwise_impl', 'model.dropout_rate', 'data.num_workers',
+                'data.num_threads', 'data.raw_dir', 'data.raw_format', 'data.videos_per_shard',
+                'data.prepare_workers', 'data.overwrite', 'data.random_flip', 'data.scales',
+                'data.max_distort', 'data.more_fix_crop', 'data.flip_label_map')
+_NOT_SCORING_SECTIONS = ('optim.', 'convert.')
+
+
+def scoring_fields(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
+  """The flattened fields of `config` that may change an evaluation's numbers (all but
+  `_NOT_SCORING`: a field added later counts until it is listed there)."""
+  return {k: v for k, v in run_directory.flatten(config).items()
+          if k not in _NOT_SCORING and not k.startswith(_NOT_SCORING_SECTIONS)}
+
+
+def config_hash(config: ml_collections.ConfigDict | dict[str, Any]) -> str:
+  """SHA-256 (hex) of the canonical JSON of `scoring_fields(config)`."""
+  text = json.dumps(scoring_fields(config), sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+def settings(config: ml_collections.ConfigDict, protocol: protocols.Protocol,
+             step: int) -> dict[str, Any]:
+  """What `metrics.json` records of how its numbers were made."""
+  d = config.data
+  return {'protocol': protocol.name, 'views_per_video': protocol.views_per_video,
+          'num_clips': protocol.num_clips, 'num_crops': protocol.num_crops,
+          'crop': protocol.crop, 'crop_size': int(d.crop_size), 'short_side': int(d.short_side),
+          'num_frames': int(d.num_frames), 'dataset': d.dataset, 'split': d.eval_split,
+          'checkpoint_step': step, 'config_hash': config_hash(config)}
+
+
+def output_dir(workdir: str, config: ml_collections.ConfigDict, protocol: protocols.Protocol,
+               step: int) -> str:
+  """Where an evaluation of the run `workdir` writes: `eval_<protocol>_step<step>` for the run's
+  own settings (its config.json) when that folder is free or holds the same settings, else
+  `eval_<protocol>_step<step>_<config hash[:8]>`. Never another combination's folder."""
+  ours = config_hash(config)
+  plain = os.path.join(workdir, f'eval_{protocol.name}_step{step}')
+  own = (not run_directory.has_config(workdir)
+         or config_hash(run_directory.read_config(workdir)) == ours)
+  existing = os.path.join(plain, METRICS_FILE)
+  if own and os.path.isfile(existing):
+    try:
+      own = files.read_json(existing).get('config_hash') == ours
+    except (errors.UserError, AttributeError):
+      own = False
+  return plain if own else f'{plain}_{ours[:8]}'
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, protocol_name: str = 'val',
@@ -115,23 +195,26 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, protocol_name: str
     raise errors.NotFoundError(f'no checkpoint in {workdir}: it is not a training run directory '
                                '(no config.json or checkpoints/); train first (launch.py '
                                '--mode=train) or pass the --workdir of a run')
+  if source is None:
+    check_class_count(config, run=workdir)
+    source = open_eval_source(config)
   mesh = sharding.make_mesh()
   loaded = weights_lib.load(workdir, config, checkpoint_step, mesh)
-  if source is None:
-    source = open_eval_source(config)
   return evaluate_variables(config, loaded.model, loaded.variables, mesh, source, protocol,
-                            loaded.step, workdir)
+                            loaded.step, workdir, checkpoint=loaded.description)
 
 
 def evaluate_variables(config: ml_collections.ConfigDict, model: nn.Module,
                        variables: dict[str, Any], mesh: jax.sharding.Mesh, source: Sequence,
                        protocol: protocols.Protocol, step: int, workdir: str,
-                       write_outputs: bool = True) -> dict[str, Any]:
+                       write_outputs: bool = True, checkpoint: str | None = None
+                       ) -> dict[str, Any]:
   """Evaluates `variables` (replicated over `mesh`) on `source` under `protocol`.
 
   Shared by `--mode=eval` and the evaluations during training. With `write_outputs`, process 0
-  writes `<workdir>/eval_<protocol>_step<step>/` and prints the result line; without, only the
-  metrics are returned (training logs them itself).
+  writes `output_dir(workdir, ...)` (metrics.json with `settings` and `checkpoint`, the
+  description of the weights) and prints the result line; without, only the metrics are
+  returned (training logs them itself).
   """
   split = config.data.eval_split
   if len(source) == 0:
@@ -144,7 +227,13 @@ def evaluate_variables(config: ml_collections.ConfigDict, model: nn.Module,
   if not write_outputs:
     return metrics
   metrics['cost'] = reports.protocol_cost(config, protocol)  # Traces the model: reports only.
-  out_dir = os.path.join(workdir, f'eval_{protocol.name}_step{step}')
+  metrics.update(settings(config, protocol, step))
+  metrics['checkpoint'] = checkpoint
+  if run_directory.has_config(workdir):
+    found = run_directory.changes(scoring_fields(run_directory.read_config(workdir)),
+                                  scoring_fields(config))
+    metrics['config_changes'] = [{'field': k, 'run': old, 'eval': new} for k, old, new in found]
+  out_dir = output_dir(workdir, config, protocol, step)
   metrics['output_dir'] = out_dir
   if jax.process_index() == 0:
     os.makedirs(out_dir, exist_ok=True)

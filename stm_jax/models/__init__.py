@@ -46,6 +46,10 @@ def check_model_config(config: ml_collections.ConfigDict) -> None:
                            'cmm_reduction is 0')
   if module.input_shift and m.width // m.tsm_fold_div < 1:
     raise errors.bad_field('model.tsm_fold_div', m.tsm_fold_div, 'shifts no channel at this width')
+  if m.tsm_placement not in resnet.TSM_PLACEMENTS:
+    raise errors.bad_field('model.tsm_placement', m.tsm_placement,
+                           f"must be one of {resnet.TSM_PLACEMENTS} ('tsm': TSM's own rule, every "
+                           'other block where conv4_x has 23+ blocks; every_block: all blocks)')
   if m.dtype not in DTYPES:
     raise errors.bad_field('model.dtype', m.dtype, f'must be one of {tuple(DTYPES)}')
   if m.channelwise_impl not in ('auto',) + temporal.IMPLS:
@@ -79,6 +83,7 @@ def create(config: ml_collections.ConfigDict) -> resnet.STMResNet:
       temporal_conv=m.temporal_conv,
       stages=tuple(m.stages),
       first_block_only=m.first_block_only,
+      tsm_placement=m.tsm_placement,
       cmm_reduction=m.cmm_reduction,
       tsm_fold_div=m.tsm_fold_div,
       dropout_rate=m.dropout_rate,

@@ -15,8 +15,35 @@ from stm_jax.models import temporal
 
 TEMPORAL_CONVS = ('channelwise', 'full')
 BLOCKS_BY_DEPTH = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+# Where `tsm` shifts (config.model.tsm_placement). `tsm`: TSM's own rule (its code's
+# `make_temporal_shift`, place 'blockres', which mmaction2's ResNetTSM repeats): every block, except
+# that when the third stage (conv4_x) has TSM_EVERY_OTHER_FROM or more blocks, only every other
+# block of every stage (index % 2 == 0): 18 of ResNet-101's 33. `every_block`: all of them.
+TSM_PLACEMENTS = ('tsm', 'every_block')
+TSM_EVERY_OTHER_FROM = 23
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def module_blocks(blocks: Sequence[int], temporal_module: str, stages: Sequence[int] = (2, 3, 4, 5),
+                  first_block_only: bool = False,
+                  tsm_placement: str = 'tsm') -> frozenset[tuple[int, int]]:
+  """The bottlenecks that hold the temporal module, as `(stage index 0-3, block index)`.
+
+  The one definition of placement: the network builds from it, and weight conversion compares a
+  checkpoint's blocks with it. `stages` (2-5) and `first_block_only` restrict every module (paper
+  Table 7); for `tsm`, `tsm_placement` adds TSM's own rule (see TSM_PLACEMENTS). Empty for TSN.
+  """
+  module = temporal.TEMPORAL_MODULES[temporal_module]
+  if not (module.scopes or module.input_shift):
+    return frozenset()
+  step = 1
+  if (module.input_shift and tsm_placement == 'tsm' and len(blocks) > 2
+      and blocks[2] >= TSM_EVERY_OTHER_FROM):
+    step = 2
+  return frozenset(
+      (index, block) for index, count in enumerate(blocks) for block in range(count)
+      if index + 2 in stages and (block == 0 or not first_block_only) and block % step == 0)
 
 
 class Bottleneck(nn.Module):
@@ -93,6 +120,8 @@ class STMResNet(nn.Module):
   ImageNet mean/std inside (so the host ships uint8); runs every frame through the
   backbone as a batch of `B*T` images with temporal modules mixing frames; returns the
   per-frame logits averaged over T (TSN's segment consensus), `(B, num_classes)`, float32.
+  Which blocks hold the temporal module is `module_blocks(blocks, temporal_module, stages,
+  first_block_only, tsm_placement)`.
   """
   num_classes: int
   num_frames: int
@@ -102,6 +131,7 @@ class STMResNet(nn.Module):
   temporal_conv: str = 'channelwise'
   stages: Sequence[int] = (2, 3, 4, 5)
   first_block_only: bool = False
+  tsm_placement: str = 'tsm'
   cmm_reduction: int = 16
   tsm_fold_div: int = 8
   dropout_rate: float = 0.5
@@ -124,15 +154,16 @@ class STMResNet(nn.Module):
     x = nn.relu(layers.batch_norm(train, self.dtype, 'bn1')(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
+    with_module = module_blocks(self.blocks, self.temporal_module, self.stages,
+                                self.first_block_only, self.tsm_placement)
     for stage_index, num_blocks in enumerate(self.blocks):
-      stage = stage_index + 2  # The paper's numbering: conv2_x .. conv5_x.
       for block in range(num_blocks):
-        with_module = stage in self.stages and (block == 0 or not self.first_block_only)
         x = Bottleneck(
             planes=self.width * 2**stage_index,
             stride=2 if block == 0 and stage_index > 0 else 1,
             downsample=block == 0,
-            temporal_module=self.temporal_module if with_module else 'none',
+            temporal_module=(self.temporal_module if (stage_index, block) in with_module
+                             else 'none'),
             temporal_conv=self.temporal_conv,
             num_frames=self.num_frames,
             cmm_reduction=self.cmm_reduction,

@@ -9,7 +9,10 @@ export made on a CPU machine runs on accelerators too.
 
 `<output>/` holds `model.stablehlo` (`jax.export.Exported.serialize()`) and `signature.json`
 (input and output shapes with the symbolic batch, dtypes, T, crop size, class names, the
-checkpoint it came from, platforms, jax version). `load(directory)` gives it back as a function of
+checkpoint it came from, platforms, jax version; `preprocessing`: every step from a video file to
+the input, including the JPEG round trip the frames of the prepared dataset went through;
+`architecture`: the network actually built, e.g. STM-ResNet-14 of width 16 for the tiny recipe,
+with its block counts and parameter count, beside the raw `model` fields). `load(directory)` gives it back as a function of
 clips; any program with the same or a newer jax can call it, no model code needed. The output
 directory must not exist; it is written under a temporary name and renamed when complete.
 """
@@ -28,6 +31,9 @@ import numpy as np
 from input_pipeline import errors
 from input_pipeline import files
 from stm_jax.core import weights
+from stm_jax.models import counting
+from stm_jax.models import resnet
+from stm_jax.models import temporal
 
 SERIALIZED_FILE = 'model.stablehlo'
 SIGNATURE_FILE = 'signature.json'
@@ -56,6 +62,73 @@ def export_model(loaded: weights.Weights,
   return jax.export.export(jax.jit(logits), platforms=tuple(platforms))(clips)
 
 
+def architecture(loaded: weights.Weights) -> dict[str, Any]:
+  """The network an export computes, as built (the config's `model.depth` is ignored when
+  `model.blocks` is set): name, depth, blocks per stage, width, temporal module, parameters."""
+  m = loaded.config.model
+  blocks = [int(b) for b in (tuple(m.blocks) or resnet.BLOCKS_BY_DEPTH[m.depth])]
+  depth = 3 * sum(blocks) + 2  # Bottleneck ResNet: 3 convs a block, the stem conv and fc.
+  module = temporal.TEMPORAL_MODULES[m.temporal_module]
+  return {
+      'name': f'{module.display_name}-ResNet-{depth}' + (f' (width {m.width})'
+                                                         if m.width != 64 else ''),
+      'depth': depth,
+      'blocks_per_stage': blocks,
+      'width': int(m.width),
+      'temporal_module': m.temporal_module,
+      'temporal_stages': [int(s) for s in m.stages],
+      'first_block_only': bool(m.first_block_only),
+      'num_classes': int(loaded.config.data.num_classes),
+      'params': counting.count_params(loaded.variables['params']),
+      'compute_dtype': m.dtype,
+  }
+
+
+def preprocessing(config) -> dict[str, Any]:
+  """How a clip the export accepts is made from a video, step by step, as `--mode=predict` and
+  the prepared dataset make it (input_pipeline/video.py, video_clips.py, transforms.py), so that
+  another program can feed the export the same pixels."""
+  d = config.data
+  t, crop, side, quality = int(d.num_frames), int(d.crop_size), int(d.short_side), int(
+      d.jpeg_quality)
+  stored = int(d.get('stored_short_side', 0) or side)
+  return {
+      'steps': [
+          'decode every frame of the video to RGB (PyAV/FFmpeg; a folder of JPEG frames: its '
+          'files in name order), shown as a player shows it: the container\'s rotation (display '
+          'matrix or rotate tag) applied and non-square pixels made square',
+          f'resize each frame so that its shorter side is {stored} pixels, keeping the aspect '
+          'ratio (rounded to whole pixels); never enlarged: a smaller frame keeps its size '
+          '(FFmpeg swscale, area filter)',
+          f'encode each frame as JPEG, quality {quality}, 4:2:0 chroma (libjpeg-turbo via '
+          'simplejpeg), as the prepared dataset stores frames; JPEG frames already at or under '
+          f'{stored} pixels are kept byte for byte instead',
+          'decode the JPEG frames back to RGB (simplejpeg, fast integer IDCT, exact chroma '
+          'upsampling)',
+          f'take {t} frames: the video cut into {t} equal segments, the frame at the centre of '
+          'each (val protocol, input_pipeline/sampling.py)',
+          f'resize frames whose shorter side is over {side} pixels to {side} (OpenCV INTER_AREA; '
+          'smaller ones stay as they are)',
+          f'cut the centre {crop}x{crop} square of the frame at shorter side {side} (on a smaller '
+          f'frame the box is scaled to it) and resize it to {crop}x{crop} if it is not that size '
+          '(OpenCV bilinear)',
+          'stack to uint8 (batch, frames, height, width, RGB), values 0-255: no normalisation '
+          '(the model subtracts the ImageNet mean and divides by its std itself)',
+      ],
+      'stored_short_side': stored,
+      'short_side': side,
+      'jpeg_quality': quality,
+      'jpeg_chroma_subsampling': '4:2:0',
+      'storage_resize_filter': 'area (swscale)',
+      'view_resize_filter': 'area (OpenCV INTER_AREA)',
+      'crop_resize_filter': 'bilinear (OpenCV INTER_LINEAR, half-pixel centres)',
+      'frame_sampling': 'segment centres',
+      'crop': 'centre',
+      'value_range': [0, 255],
+      'channel_order': 'RGB',
+  }
+
+
 def signature(loaded: weights.Weights, exported: jax.export.Exported,
               num_bytes: int) -> dict[str, Any]:
   """What `signature.json` says about an export: shapes, dtypes, clip geometry, classes, origin."""
@@ -73,7 +146,10 @@ def signature(loaded: weights.Weights, exported: jax.export.Exported,
       'crop_size': int(data.crop_size),
       'short_side': int(data.short_side),
       'clip': ('val protocol: num_frames frames at the segment centres, frames resized to '
-               'short_side, centre crop_size square (input_pipeline/video_clips.py)'),
+               'short_side and JPEG round-tripped, centre crop_size square (see preprocessing; '
+               'input_pipeline/video_clips.py)'),
+      'preprocessing': preprocessing(loaded.config),
+      'architecture': architecture(loaded),
       'num_classes': int(data.num_classes),
       'class_names': list(loaded.class_names),
       'checkpoint': loaded.description,

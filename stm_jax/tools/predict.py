@@ -6,7 +6,8 @@ recursively, in path order (`input_pipeline/video_clips.py` says what counts). E
 evaluation protocol's views of the run it is scored with (frame count, crop size and short side
 come from the checkpoint's config, so that a clip equals the one `--mode=eval` reads for the same
 video once prepared):
-  val   1 clip: T frames at the segment centres, short side 256, centre crop (the default);
+  val   1 clip: T frames at the segment centres, at the run's short side, centre crop (the
+        default);
   test  the run's `data.num_clips x num_crops` views (or the command line's), softmax scores
         averaged (input_pipeline/protocols.py).
 

@@ -5,9 +5,23 @@ and input position, so the continuation is exactly the uninterrupted run), saves
 `config.checkpoint_every_steps` steps, on SIGTERM and at the end, and keeps the last
 `config.keep_checkpoints`. Every `config.eval_every_epochs` epochs (and at the end) it runs the
 val protocol (1 clip, centre crop) on `config.data.eval_split` and keeps the state with the best
-top-1 in `<workdir>/best` (checkpointing.BestCheckpointer). Losses are checked on the host at every log and before every save
-(one transfer of the metrics gathered since the last check, so the device never waits on the
-host in between): a non-finite loss or gradient stops the run before it can be saved.
+top-1 in `<workdir>/best` (checkpointing.BestCheckpointer).
+
+Before any compute (`check_workdir`, also run by launch.py before it writes the run's log) it
+refuses, with one error naming the field or the process: a config that cannot work; a class count
+other than the prepared dataset's; a workdir whose config.json is another model or dataset
+(unless `config.allow_config_change`; fine-tuning is `config.init_checkpoint` into a new
+workdir); a workdir another training process holds (`run_directory.WorkdirLock`, taken by
+process 0 for the whole run). A checkpoint of another architecture is never restored, and one
+that cannot be read is set aside only when the previous one reads (core/checkpointing.py).
+
+Each step reports, besides its loss, whether the updated parameters, BatchNorm statistics and
+optimizer state are all finite and the range of its labels (reduced inside the jitted step).
+These are checked on the host at every log, before every save and before every evaluation (one
+transfer of the metrics gathered since the last check, so the device never waits on the host in
+between): a non-finite loss, gradient or state, or a label outside `[0, data.num_classes)`, stops
+the run before anything of it is saved. SIGTERM, from start-up to the end of the final save,
+ends the run with a resumable checkpoint, or with nothing new before the first step.
 
 Process 0 logs to `<workdir>` (stm_jax/train/run_log.py): TensorBoard events (loss, top-1, lr, clips/s,
 step time, fraction of time waiting for data; val top-1/top-5), `metrics.jsonl`, `curves.png`,
@@ -43,7 +57,8 @@ from stm_jax.train import train_state
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The loss (or the gradient norm) became NaN or infinite; the run stopped unsaved."""
+  """The loss, the gradient norm or the updated state became NaN or infinite; the run stopped
+  without saving it."""
 
 
 @dataclasses.dataclass
@@ -51,8 +66,9 @@ class RunResult:
   """How a call of `train_and_evaluate` ended."""
   step: int  # Steps done (the state's step count).
   total_steps: int
-  preempted: bool  # Stopped early on SIGTERM, after a checkpoint.
+  preempted: bool  # Stopped early on SIGTERM (after a checkpoint, if it had made a step).
   metrics: dict[str, float]  # Means since the last log.
+  saved_step: int | None = None  # The newest checkpoint of the run on disk (None: none).
 
 
 
@@ -96,6 +112,28 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                            'launch.py --mode=convert)')
 
 
+def check_workdir(config: ml_collections.ConfigDict, workdir: str,
+                  train_source: Sequence | None = None, check_lock: bool = True) -> None:
+  """Every refusal that needs no compute, before anything is written: the config
+  (`check_config`), its class count against the prepared dataset (unless `train_source` replaces
+  it), a workdir whose config.json is another model or dataset (unless
+  `config.allow_config_change`), and with `check_lock` (process 0) a workdir another live
+  training process holds. Uses no jax (launch.py runs it before jax.distributed starts)."""
+  check_config(config)
+  if train_source is None:
+    runner.check_class_count(config)
+  changed = run_directory.identity_changes(workdir, config)
+  if changed and not config.allow_config_change:
+    raise errors.ConfigError(
+        f'{os.path.join(workdir, run_directory.CONFIG_FILE)}: this run is another model or '
+        f'dataset than the config: {run_directory.format_changes(changed)}. Resume it with its '
+        'own settings (drop these overrides), train the new config in a new --workdir (with '
+        f'--config.init_checkpoint={workdir} to start from its weights), or pass '
+        '--config.allow_config_change=True to change the run anyway')
+  if check_lock:
+    run_directory.WorkdirLock(workdir).check_free()
+
+
 def _initial_variables(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
   """Host copies of the weights in `config.init_checkpoint`, or None for a fresh init.
 
@@ -133,24 +171,44 @@ def eval_steps(config: ml_collections.ConfigDict, num_examples: int, total: int)
   return {s for s in steps if s > 0}
 
 
-def _check_finite(pending: list[tuple[int, dict]], checkpoint_dir: str,
-                  last_saved: int | None) -> dict[str, float]:
-  """Fetches the metrics of the steps since the last check; raises on a non-finite one.
+# Metrics of the step that the loop checks and does not log.
+_STEP_CHECKS = ('finite', 'label_min', 'label_max')
 
-  Returns their means.
+
+def _check_finite(pending: list[tuple[int, dict]], checkpoint_dir: str,
+                  last_saved: int | None, num_classes: int) -> dict[str, float]:
+  """Fetches the metrics of the steps since the last check; raises on a label outside the
+  classes (ConfigError), a non-finite loss or gradient, or a non-finite updated state
+  (NonFiniteLossError).
+
+  Returns the means of the logged metrics.
   """
   steps = [s for s, _ in pending]
   values = sharding.to_host([m for _, m in pending])
+  where = (f'the last checkpoint is step {last_saved} in {checkpoint_dir}' if last_saved
+           is not None else 'no checkpoint was saved')
+  advice = ('Try a lower config.optim.base_lr, config.optim.clip_grad_norm=20 or '
+            'config.optim.warmup_epochs.')
   for step, m in zip(steps, values):
+    low, high = int(m['label_min']), int(m['label_max'])
+    if low < 0 or high >= num_classes:
+      raise errors.bad_field(
+          'data.num_classes', num_classes,
+          f'the batch of step {step} holds label {low if low < 0 else high}, outside [0, '
+          f'{num_classes}): set it to the dataset\'s class count (--config.data.num_classes), '
+          'or train on a labelled split (nothing was saved of this run after step '
+          f'{last_saved if last_saved is not None else 0})')
     bad = {k: float(v) for k, v in m.items() if k in ('loss', 'grad_norm') and not np.isfinite(v)}
     if bad:
-      where = (f'the last checkpoint is step {last_saved} in {checkpoint_dir}' if last_saved
-               is not None else 'no checkpoint was saved')
       raise NonFiniteLossError(
           f'non-finite {", ".join(f"{k}={v}" for k, v in bad.items())} at step {step}: stopping '
-                               f'without saving ({where}). Try a lower config.optim.base_lr, '
-                               'config.optim.clip_grad_norm=20 or config.optim.warmup_epochs.')
-  return {k: float(np.mean([m[k] for m in values])) for k in values[0]}
+          f'without saving ({where}). {advice}')
+    if not bool(m['finite']):
+      raise NonFiniteLossError(
+          'non-finite parameters, BatchNorm statistics or optimizer state (the loss, '
+          f'{float(m["loss"]):.4g}, was finite) after the update at step {step}: stopping '
+          f'without saving ({where}). {advice}')
+  return {k: float(np.mean([m[k] for m in values])) for k in values[0] if k not in _STEP_CHECKS}
 
 
 def _evaluate(config: ml_collections.ConfigDict, model, state: train_state.TrainState,
@@ -179,9 +237,63 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `train_source` / `eval_source`: random-access sequences of video records to use instead of
   the prepared dataset's train / eval split (tests, custom sources); with `train_source` and no
   `eval_source`, training does not evaluate.
-  Raises NonFiniteLossError when the loss diverges.
+  Raises a UserError for what `check_workdir` refuses, a CheckpointMismatchError for checkpoints
+  of another model, an UnreadableCheckpointError when the newest two cannot be read,
+  NonFiniteLossError when training diverges. SIGTERM is caught from here to the end of the
+  final save.
   """
-  check_config(config)
+  with preemption.PreemptionWatcher() as watcher:
+    return _train(config, workdir, train_source, eval_source, watcher)
+
+
+def _lock(workdir: str, stack: contextlib.ExitStack) -> None:
+  """Takes the workdir's lock on process 0 (released when `stack` closes); every process raises
+  if it could not be taken."""
+  lock = run_directory.WorkdirLock(workdir)
+  error = None
+  if jax.process_index() == 0:
+    try:
+      lock.acquire()
+      stack.callback(lock.release)
+    except errors.InUseError as e:
+      error = e
+  if not checkpointing.all_processes_agree(error is None):
+    raise error or errors.InUseError(f'{workdir}: process 0 could not lock it (another training '
+                                     'run holds it)')
+
+
+def _restore(ckpt: checkpointing.Checkpointer, abstract: Any, data_iter: Any, workdir: str,
+             config: ml_collections.ConfigDict) -> Any:
+  """`ckpt.restore_latest`, a mismatch error completed with the config fields that differ from
+  the run's config.json."""
+  try:
+    return ckpt.restore_latest(abstract, data_iter)
+  except checkpointing.CheckpointMismatchError as e:
+    found = (run_directory.changes(run_directory.flatten(run_directory.read_config(workdir)),
+                                   run_directory.flatten(config))
+             if run_directory.has_config(workdir) else [])
+    fields = (f'the config differs from the run\'s: {run_directory.format_changes(found)}'
+              if found else 'the run\'s config.json does not say which fields differ')
+    raise checkpointing.CheckpointMismatchError(
+        f'{e}; {fields}. Nothing was changed; resume with the run\'s own config, or train the '
+        'new config in a new --workdir', e.differences) from None
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, train_source: Sequence | None,
+           eval_source: Sequence | None, watcher: preemption.PreemptionWatcher) -> RunResult:
+  """`train_and_evaluate` inside its SIGTERM watcher."""
+  # The lock is taken below, agreed by every process (a refusal here would leave the others
+  # waiting in a collective).
+  check_workdir(config, workdir, train_source, check_lock=False)
+  with contextlib.ExitStack() as stack:
+    _lock(workdir, stack)
+    return _train_locked(config, workdir, train_source, eval_source, watcher)
+
+
+def _train_locked(config: ml_collections.ConfigDict, workdir: str,
+                  train_source: Sequence | None, eval_source: Sequence | None,
+                  watcher: preemption.PreemptionWatcher) -> RunResult:
+  """`_train` holding the workdir's lock (released after the final save has finished)."""
   mesh = sharding.make_mesh()
   source = datasets.open_source(config, 'train') if train_source is None else train_source
   num_examples = len(source)
@@ -191,58 +303,74 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   model = models.create(config)
   data_iter = iter(pipeline.create_dataset(source, config, 'train'))
   step_fn = train_state.jit_train_step(model, tx, config, mesh)
-  if jax.process_index() == 0:
-    run_directory.write(workdir, config,
-                        None if train_source is not None else datasets.class_names(config))
   if eval_source is None and train_source is None and config.eval_every_epochs:
     eval_source = _eval_source(config)
   evaluate_at = eval_steps(config, num_examples, total) if eval_source is not None else set()
-  with contextlib.ExitStack() as stack:
+  with contextlib.ExitStack() as saving:
     ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-    stack.callback(ckpt.close)
+    saving.callback(ckpt.close)
+    state = _restore(ckpt, train_state.abstract_train_state(model, tx, config, mesh), data_iter,
+                     workdir, config)
+    if jax.process_index() == 0:
+      _note_config_changes(workdir, config)
+      run_directory.write(workdir, config,
+                          None if train_source is not None else datasets.class_names(config))
     best = None
     if evaluate_at:
       best = checkpointing.BestCheckpointer(workdir)
-      stack.callback(best.close)
-    state = ckpt.restore_latest(train_state.abstract_train_state(model, tx, config, mesh), data_iter)
+      saving.callback(best.close)
     if state is None:
       state = train_state.init_train_state(model, tx, config, mesh, _initial_variables(config))
     step = int(sharding.to_host(state.step))
     last_saved = step if ckpt.all_steps() else None
     log = run_log.RunLog(workdir, total, step, enabled=jax.process_index() == 0)
-    stack.callback(log.close)
+    saving.callback(log.close)
     log.line(f'{"resuming" if step else "starting"} at step {step} of {total} ({num_examples} '
              f'videos, global batch {config.batch_size}, {jax.device_count()} devices, '
              f'{config.model.dtype})')
-    pending, metrics, preempted = [], {}, False
+    pending, metrics = [], {}
+    preempted = watcher.requested_before_start()
+    if preempted:
+      logging.warning('SIGTERM before the first step: stopping at step %d with nothing new', step)
     speed = Throughput(step)
-    with preemption.PreemptionWatcher() as watcher:
-      while step < total:
-        with speed.waiting():
-          batch = sharding.global_batch(next(data_iter), mesh)
-        state, step_metrics = step_fn(state, batch)
-        step += 1
-        pending.append((step, step_metrics))
-        preempted = watcher.reached(step)
-        save = step % config.checkpoint_every_steps == 0 or step == total or preempted
-        if save or step % config.log_every_steps == 0:
-          metrics = _check_finite(pending, ckpt.directory, last_saved)
-          pending = []
-          metrics.update(lr=float(schedule(step - 1)), **speed.measure(step, config.batch_size))
-          log.line(f'step {step}/{total}: loss {metrics["loss"]:.4f} top1 {metrics["top1"]:.3f} '
-                   f'grad_norm {metrics["grad_norm"]:.3g} lr {metrics["lr"]:.3g} '
-                   f'({metrics["clips_per_s"]:.2f} clips/s, '
-                   f'{100 * metrics["data_wait_fraction"]:.0f}% waiting for data)')
-          log.train(step, metrics)
-        log.advance(step)
-        if step in evaluate_at:  # Before the save: a run killed in between redoes it.
-          eval_metrics = _evaluate(config, model, state, mesh, eval_source, step, best, log)
-          log.eval(step, {k: eval_metrics[k] for k in ('top1', 'top5', 'mean_class_accuracy')})
-          speed.restart(step)  # Evaluation time is not training throughput.
-        if save:
-          ckpt.save(step, state, data_iter)
-          last_saved = step
-        if preempted:
-          logging.warning('preempted: stopped at step %d after saving; rerun to resume', step)
-          break
-  return RunResult(step=step, total_steps=total, preempted=preempted, metrics=metrics)
+    while step < total and not preempted:
+      with speed.waiting():
+        batch = sharding.global_batch(next(data_iter), mesh)
+      state, step_metrics = step_fn(state, batch)
+      step += 1
+      pending.append((step, step_metrics))
+      preempted = watcher.reached(step)
+      save = step % config.checkpoint_every_steps == 0 or step == total or preempted
+      if save or step % config.log_every_steps == 0 or step in evaluate_at:
+        metrics = _check_finite(pending, ckpt.directory, last_saved, config.data.num_classes)
+        pending = []
+        metrics.update(lr=float(schedule(step - 1)), **speed.measure(step, config.batch_size))
+        log.line(f'step {step}/{total}: loss {metrics["loss"]:.4f} top1 {metrics["top1"]:.3f} '
+                 f'grad_norm {metrics["grad_norm"]:.3g} lr {metrics["lr"]:.3g} '
+                 f'({metrics["clips_per_s"]:.2f} clips/s, '
+                 f'{100 * metrics["data_wait_fraction"]:.0f}% waiting for data)')
+        log.train(step, metrics)
+      log.advance(step)
+      if step in evaluate_at:  # Before the save: a run killed in between redoes it.
+        eval_metrics = _evaluate(config, model, state, mesh, eval_source, step, best, log)
+        log.eval(step, {k: eval_metrics[k] for k in ('top1', 'top5', 'mean_class_accuracy')})
+        speed.restart(step)  # Evaluation time is not training throughput.
+      if save:
+        ckpt.save(step, state, data_iter)
+        last_saved = step
+      if preempted:
+        logging.warning('preempted: stopped at step %d after saving; rerun to resume', step)
+  # The final save has finished here (ckpt.close), still inside the SIGTERM watcher.
+  return RunResult(step=step, total_steps=total, preempted=preempted, metrics=metrics,
+                   saved_step=last_saved)
+
+
+def _note_config_changes(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Says which fields of the run's config.json this start changes (it is then rewritten)."""
+  if not run_directory.has_config(workdir):
+    return
+  found = run_directory.changes(run_directory.flatten(run_directory.read_config(workdir)),
+                                run_directory.flatten(config))
+  if found:
+    logging.warning('%s: this start changes %s', os.path.join(workdir, run_directory.CONFIG_FILE),
+                    run_directory.format_changes(found))

@@ -2,7 +2,9 @@
 
 Multi-process runs use JAX's preemption sync manager (started by `jax.distributed.initialize`,
 which catches SIGTERM itself): every process gets the same step, however far apart the notices
-arrive. A single process installs its own SIGTERM handler and stops at the next step.
+arrive. A single process installs its own SIGTERM handler and stops at the next step; the
+trainer holds it from start-up to the end of its final save, so a SIGTERM before the first step
+stops the run with nothing new, and one during the final save lets that save finish.
 """
 
 import signal
@@ -41,6 +43,11 @@ class PreemptionWatcher:
     del signum, frame
     logging.warning('SIGTERM: checkpointing at the end of this step and stopping')
     self._signalled = True
+
+  def requested_before_start(self) -> bool:
+    """Whether a SIGTERM came before the first step (single process; a multi-process run learns
+    of it at its first step's sync point)."""
+    return not self._multiprocess and self._signalled
 
   def reached(self, step: int) -> bool:
     """Whether `step` is the step to save a preemption checkpoint at (same on every process)."""

@@ -89,6 +89,20 @@ def gradients(model: nn.Module, params, batch_stats, batch: Batch, rng: jax.Arra
   return loss_sum / micro_batches, correct, batch_stats, grads
 
 
+def all_finite(tree: Any) -> jax.Array:
+  """Whether every floating-point value of `tree` is finite: one boolean, reduced on device.
+
+  Inside the jitted step this is part of the same XLA program as the update: one `all(isfinite)`
+  reduction per leaf (which XLA may fuse with the update writing that leaf), and-ed into one
+  scalar that travels to the host with the other metrics, when the loop fetches them anyway (no
+  extra host sync, no extra dispatch).
+  """
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  if not leaves:
+    return jnp.asarray(True)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
                tx: optax.GradientTransformation, seed: int,
                micro_batches: int = 1) -> tuple[TrainState, Metrics]:
@@ -96,7 +110,10 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
 
   Pure: the dropout key is `fold_in(key(seed), step)`, so a resumed run draws the same masks.
   Metrics (scalars): `loss` (mean cross-entropy), `top1` (fraction correct, before the update),
-  `grad_norm` (global L2 norm of the mean gradient, before clipping).
+  `grad_norm` (global L2 norm of the mean gradient, before clipping); for the loop's checks
+  (never logged): `finite` (the updated parameters, BatchNorm statistics and optimizer state
+  are all finite, `all_finite`), `label_min` / `label_max` (of the batch, so that a label outside
+  the classifier is caught before it turns into a NaN loss).
   """
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
   loss, correct, batch_stats, grads = gradients(model, state.params, state.batch_stats, batch,
@@ -104,7 +121,9 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {'loss': loss, 'top1': correct / batch['label'].shape[0],
-             'grad_norm': optax.tree.norm(grads)}
+             'grad_norm': optax.tree.norm(grads),
+             'finite': all_finite((params, batch_stats, opt_state)),
+             'label_min': jnp.min(batch['label']), 'label_max': jnp.max(batch['label'])}
   new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                          opt_state=opt_state)
   return new_state, metrics

@@ -1,7 +1,10 @@
 """Crop geometry, resizing, flips (with the label swap), val centre crop and the test crops."""
 
+import logging
+
 import numpy as np
 import pytest
+import simplejpeg
 
 from input_pipeline import pipeline
 from input_pipeline import protocols
@@ -213,3 +216,75 @@ def test_test_three_crops_cover_left_centre_right():
     x = x0 + (np.arange(32) + 0.5) * 40 / 32 - 0.5
     np.testing.assert_allclose(crop, np.interp(x, np.arange(56), ramp), atol=1.5)
   assert crops[0][0] < 6 and crops[2][-1] > 249
+
+
+# --- views whatever size the frames were stored at ---------------------------------------------
+
+def test_output_size():
+  assert transforms.output_size(300, 400, 256) == (256, 341)
+  assert transforms.output_size(400, 300, 256) == (341, 256)
+  assert transforms.output_size(100, 176, 256) == (100, 176)  # never upscaled
+  assert transforms.output_size(100, 176, 0) == (100, 176)
+
+
+def test_frames_stored_larger_are_area_resized_to_the_short_side():
+  small = clip_fixtures.frame(3, 40, 56)
+  large = np.repeat(np.repeat(small, 3, axis=0), 3, axis=1)  # the same frame stored at 120
+  [out] = transforms.to_short_side([large], 40)
+  np.testing.assert_array_equal(out, small)  # area averaging of 3x3 blocks: exact
+  images = transforms.to_short_side([large, large, small], 40)
+  assert images[0] is images[1]  # one resize per distinct frame
+  assert images[2] is small  # already at the short side: untouched
+
+
+def test_frames_stored_smaller_are_kept_and_warned_about_once(monkeypatch, caplog):
+  monkeypatch.setattr(transforms, '_warned_small', False)
+  small = clip_fixtures.frame(0, 32, 48)
+  with caplog.at_level(logging.WARNING):
+    assert transforms.to_short_side([small], 40)[0] is small
+    transforms.to_short_side([small], 40)
+  warnings = [r.getMessage() for r in caplog.records if 'smaller than' in r.getMessage()]
+  assert len(warnings) == 1
+  assert '32x48' in warnings[0] and 'config.data.short_side=40' in warnings[0]
+
+
+def test_a_view_is_the_same_whatever_size_the_frames_were_stored_at():
+  """The val and test views of a video stored at 3x the run's short side equal those of the same
+  video stored at the short side (area averaging of 3x3 blocks is exact), as does training."""
+  at_short_side = [clip_fixtures.frame(i, 40, 56) for i in range(8)]
+  larger = [np.repeat(np.repeat(f, 3, axis=0), 3, axis=1) for f in at_short_side]
+
+  def record(frames):
+    return {'frames': [simplejpeg.encode_jpeg(f, quality=100, colorsubsampling='444')
+                       for f in frames], 'label': 0}
+
+  def all_views(frames, protocol):
+    view = pipeline.EvalView([record(frames)], SPEC, protocol,
+                             global_batch_size=protocol.views_per_video, shard_index=0,
+                             shard_count=1)
+    return np.stack([view.map(i)['clips'] for i in range(protocol.views_per_video)])
+
+  for protocol in (protocols.VAL, protocols.test_protocol(2, 3)):
+    a, b = all_views(at_short_side, protocol), all_views(larger, protocol)
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.max() <= 4 and diff.mean() < 1, protocol  # JPEG at quality 100
+  for seed in range(5):
+    a, b = (pipeline.TrainClip(SPEC).random_map(record(f), np.random.default_rng(seed))['clips']
+            for f in (at_short_side, larger))
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.max() <= 4 and diff.mean() < 1
+
+
+def test_a_bilinear_resize_of_the_crop_alone_would_alias():
+  """Why frames are area-resized first: a centre crop of a frame stored at 4x, bilinearly resized
+  in one step, samples 2 of every 4 pixels of a fine stripe pattern instead of averaging them."""
+  stripes = np.zeros((160, 224, 3), np.uint8)
+  stripes[:, (np.arange(224) % 4 == 1) | (np.arange(224) % 4 == 2)] = 255  # grey at short side 40
+  images = transforms.to_short_side([stripes], 40)
+  box = transforms.center_box(*images[0].shape[:2], short_side=40, crop_size=32)
+  view = transforms.crop_resize(images, [box], 32)[0]
+  assert abs(float(view.mean()) - 127.5) < 2 and view.std() < 2
+  direct = transforms.crop_resize([stripes],
+                                  [transforms.center_box(160, 224, short_side=40, crop_size=32)],
+                                  32)[0]
+  assert direct.mean() > 250  # what the views were before: the bright half of the stripes only

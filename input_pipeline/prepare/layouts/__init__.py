@@ -3,7 +3,8 @@
 Each reader finds the official annotation files and video or frame folders inside
 `config.data.raw_dir` and returns a `common.Layout` (entries per split, class names, files used,
 what was not found). `config.data.raw_format='tfrecord'` reads DMVR/scenic TFRecord files instead,
-whatever the dataset.
+whatever the dataset. Whatever the reader, two videos of a split never share an id
+(`common.check_unique_ids`).
 """
 
 import importlib
@@ -23,4 +24,6 @@ def read(config) -> common.Layout:
                              f'{", ".join(DATASETS)} (or use raw_format=tfrecord, or '
                              'dataset=custom)')
   module = importlib.import_module(f'input_pipeline.prepare.layouts.{name}')
-  return module.read(config.data.raw_dir, config)
+  layout = module.read(config.data.raw_dir, config)
+  common.check_unique_ids(layout, name)
+  return layout

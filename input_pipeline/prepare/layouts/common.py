@@ -206,6 +206,31 @@ def unknown_class(path: str, line: int | str, name: str, known: Sequence[str]) -
                          f'{len(known)} classes')
 
 
+def check_unique_ids(layout: Layout, dataset: str) -> None:
+  """Raises a LayoutError if two entries of one split share a video id.
+
+  Why: the id keys a video's record and its per-video results (eval CSVs); two videos under one id
+  (the custom layout's `x.mp4` and `x.webm` in one class folder both give `train/a/x`) would be
+  told apart by nothing. Checked for every layout, before anything is converted; the message names
+  both files.
+  """
+  for split, entries in layout.splits.items():
+    seen = {}
+    for e in entries:
+      where = e.path if e.offset < 0 else f'{e.path}@{e.offset}'
+      if e.video_id not in seen:
+        seen[e.video_id] = where
+        continue
+      first = seen[e.video_id]
+      if first == where:
+        raise LayoutError(f'{dataset}: {where} is listed twice in the {split} split (id '
+                          f'{e.video_id!r}): remove the repeated annotation line')
+      raise LayoutError(f'{dataset}: two videos of the {split} split get the id {e.video_id!r}: '
+                        f'{first} and {where}. Video ids must be unique (the id is the file\'s '
+                        'path without its extension in the custom layout): rename or remove one '
+                        'of them')
+
+
 def summarize(layout: Layout) -> str:
   """One human-readable paragraph: files used, entries per split, what was not found."""
   counts = collections.OrderedDict((s, len(e)) for s, e in layout.splits.items())

@@ -10,6 +10,8 @@ from input_pipeline import datasets
 from input_pipeline.prepare import converter
 from input_pipeline.prepare import layouts
 from input_pipeline.prepare.layouts import common
+from input_pipeline.prepare.layouts import sthv2
+from input_pipeline.prepare.layouts import ucf101
 from tests import video_fixtures as vf
 
 LAYOUTS = list(vf.MAKERS)
@@ -213,3 +215,64 @@ def test_custom_single_list_file_and_numeric_labels(tmp_path):
   assert layout.class_names == ['0', '1', '2']
   assert [(e.video_id, e.label, e.kind) for e in layout.splits['train']] == [
       ('v/x', 2, common.VIDEO), ('v/y', 0, common.FRAMES)]
+
+
+READERS = {'sthv2': sthv2, 'ucf101': ucf101}
+
+
+def _tree(root):
+  """Every file under `root` with its bytes (to show that a refused prepare wrote nothing)."""
+  return {os.path.join(d, f): open(os.path.join(d, f), 'rb').read()
+          for d, _, names in os.walk(root) for f in names}
+
+
+def test_two_videos_with_one_id_are_refused_naming_both(tmp_path):
+  # Folder mode: x.mp4 and x.webm in one class folder would both be train/a/x.
+  vf.write_video(str(tmp_path / 'raw' / 'train' / 'a' / 'x.mp4'), 4)
+  vf.write_video(str(tmp_path / 'raw' / 'train' / 'a' / 'x.webm'), 4)
+  vf.write_video(str(tmp_path / 'raw' / 'train' / 'b' / 'y.mp4'), 4)
+  config = vf.make_config('custom', tmp_path / 'raw', tmp_path / 'out')
+  before = _tree(tmp_path)
+  with pytest.raises(common.LayoutError) as error:
+    converter.prepare(config)
+  message = str(error.value)
+  assert "two videos of the train split get the id 'train/a/x'" in message
+  assert str(tmp_path / 'raw' / 'train' / 'a' / 'x.mp4') in message
+  assert str(tmp_path / 'raw' / 'train' / 'a' / 'x.webm') in message
+  assert 'rename or remove one' in message and '\n' not in message
+  assert _tree(tmp_path) == before and not os.path.exists(tmp_path / 'out')
+
+
+def test_a_video_listed_twice_is_refused(tmp_path):
+  vf.write_video(str(tmp_path / 'v' / 'x.mp4'), 4)
+  vf.write_video(str(tmp_path / 'v' / 'y.mp4'), 4)
+  (tmp_path / 'train.txt').write_text('v/x.mp4 0\nv/y.mp4 1\nv/x.mp4 0\n')
+  config = vf.make_config('custom', tmp_path / 'train.txt', tmp_path / 'out')
+  with pytest.raises(common.LayoutError, match=r'v/x.mp4 is listed twice in the train split '
+                                                r"\(id 'v/x'\): remove the repeated"):
+    layouts.read(config)
+
+
+def test_the_same_id_in_two_splits_is_allowed(tmp_path):
+  """Ids key the records of one split; a list may name a video in train and in val."""
+  vf.write_video(str(tmp_path / 'v' / 'x.mp4'), 4)
+  (tmp_path / 'train.txt').write_text('v/x.mp4 0\n')
+  (tmp_path / 'val.txt').write_text('v/x.mp4 0\n')
+  config = vf.make_config('custom', tmp_path, tmp_path / 'out')
+  layout = layouts.read(config)
+  assert [e.video_id for e in layout.splits['train']] == ['v/x']
+  assert [e.video_id for e in layout.splits['validation']] == ['v/x']
+
+
+@pytest.mark.parametrize('name', ['sthv2', 'ucf101'])
+def test_duplicate_ids_are_checked_for_every_layout(tmp_path, name, monkeypatch):
+  """The check sits in `layouts.read`, after whichever reader ran."""
+  _, config = vf.setup(tmp_path, name)
+  layout = layouts.read(config)
+  first = layout.splits['train'][0]
+  twin = common.Entry(first.video_id, first.label, first.kind, first.path + '.copy')
+  layout.splits['train'].append(twin)
+  monkeypatch.setattr(READERS[name], 'read', lambda raw_dir, config: layout)
+  with pytest.raises(common.LayoutError, match=f'{name}: two videos of the train split get the '
+                                               f'id {first.video_id!r}'):
+    layouts.read(config)

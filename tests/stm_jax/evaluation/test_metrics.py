@@ -111,3 +111,13 @@ def test_every_video_must_be_counted_exactly_once():
     acc.add(**b)
   with pytest.raises(ValueError, match='view count other than 3'):
     acc.averaged()
+
+
+def test_a_label_outside_the_models_classes_is_an_error_naming_both():
+  acc = metrics_lib.VideoScores(num_videos=2, num_classes=3, views_per_video=1)
+  with pytest.raises(ValueError, match=r'config.data.num_classes=3: the evaluated split holds '
+                                       r'label 4, outside the model\'s 3 classes'):
+    acc.add(scores=np.full((2, 3), 1 / 3), label=np.array([0, 4]), mask=np.array([1, 1]),
+            video_index=np.array([0, 1]))
+  acc.add(scores=np.full((2, 3), 1 / 3), label=np.array([-1, 2]), mask=np.array([1, 1]),
+          video_index=np.array([0, 1]))  # Unlabelled (-1) is fine.

@@ -1,20 +1,27 @@
-"""End-to-end `evaluate(...)` of a tiny trained checkpoint with both protocols."""
+"""End-to-end `evaluate(...)` of a tiny trained checkpoint with both protocols; what it refuses
+(another model, flipped bytes, another class count) leaving the run byte-identical; a corrupt best
+checkpoint; results of other settings never overwriting each other."""
 
 import json
+import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 from configs import tiny
 from input_pipeline import datasets
+from input_pipeline import errors
 from input_pipeline import pipeline
 from stm_jax.core import checkpointing
 from stm_jax.core import run_directory
+from stm_jax.core import weights
 from stm_jax.evaluation import metrics as metrics_lib
 from stm_jax.evaluation import reports
 from stm_jax.evaluation import runner
 from stm_jax.train import loop
+from tests import disk
 from tests import video_fixtures
 
 
@@ -98,3 +105,99 @@ def test_evaluate_without_checkpoint(tmp_path):
   config = tiny.get_config()
   with pytest.raises(FileNotFoundError, match='no checkpoint'):
     runner.evaluate(config, str(tmp_path), 'val', source=[{'id': 'x'}])
+
+
+# --- refusals, integrity, records ---------------------------------------------------------------
+
+def _copy(workdir, tmp_path):
+  """A copy of the run, for the tests that damage it."""
+  return shutil.copytree(workdir, str(tmp_path / 'run'))
+
+
+def test_another_model_is_refused_and_every_checkpoint_stays_byte_identical(trained):
+  config, workdir = trained
+  before = disk.digest(workdir)
+  # launch.py takes a run's config.json (resolve_config): an override of its model is an error.
+  with pytest.raises(errors.ConfigError,
+                     match=r"--config.model.temporal_module='none': the run .* was trained with "
+                           r"config.model.temporal_module='stm' \(.*config.json\)"):
+    run_directory.resolve_config(workdir, tiny.get_config(), {'model.temporal_module': 'none'})
+  # Past it (a config.json that does not describe its checkpoints), the checkpoints refuse.
+  tsn = config.copy_and_resolve_references()
+  tsn.model.temporal_module = 'none'
+  for step in (weights.LATEST, weights.BEST, 1):
+    with pytest.raises(checkpointing.CheckpointMismatchError,
+                       match=r'is not of the model the config describes \(32 arrays differ: '
+                             r'batch_stats/layer1_0/mb/.* is in the checkpoint, not in the model'):
+      runner.evaluate(tsn, workdir, 'val', checkpoint_step=step)
+  assert disk.digest(workdir) == before
+
+
+def test_eval_on_a_dataset_of_another_class_count_is_refused(trained):
+  config, workdir = trained
+  config = config.copy_and_resolve_references()
+  config.data.num_classes = 4
+  before = disk.digest(workdir)
+  with pytest.raises(errors.ConfigError,
+                     match=r'config.data.num_classes=4: the prepared dataset in .* has 3 classes'):
+    runner.evaluate(config, workdir, 'val')
+  assert disk.digest(workdir) == before
+
+
+def test_flipped_bytes_in_a_checkpoint_are_detected(trained, tmp_path):
+  config, workdir = trained
+  workdir = _copy(workdir, tmp_path)
+  # In every array data file: evaluation reads the parameters only, not the optimizer state.
+  data = os.path.join(workdir, 'checkpoints', '3', 'state', 'ocdbt.process_0', 'd')
+  for name in os.listdir(data):
+    disk.flip_bytes(os.path.join(data, name))
+  before = disk.digest(workdir)
+  with pytest.raises(checkpointing.UnreadableCheckpointError,
+                     match=r'checkpoint 3 in .*checkpoints cannot be read: '):
+    runner.evaluate(config, workdir, 'val')
+  assert disk.digest(workdir) == before
+
+
+def test_a_corrupt_best_checkpoint_falls_back_to_the_latest(trained, tmp_path, caplog):
+  config, workdir = trained
+  workdir = _copy(workdir, tmp_path)
+  best_step = checkpointing.BestCheckpointer(workdir, read_only=True).all_steps()[0]
+  data = os.path.join(workdir, 'best', str(best_step), 'state', 'ocdbt.process_0', 'd')
+  for name in os.listdir(data):
+    disk.flip_bytes(os.path.join(data, name))
+  before = disk.digest(workdir)
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    loaded = weights.load(workdir, config)  # What predict, visualize and export load.
+  assert loaded.step == 3 and loaded.description.startswith('latest checkpoint')
+  warned = [r.getMessage() for r in caplog.records if 'latest checkpoint instead' in r.getMessage()]
+  assert len(warned) == 1 and '\n' not in warned[0] and 'best' in warned[0], warned
+  with pytest.raises(checkpointing.UnreadableCheckpointError, match='best cannot be read'):
+    weights.load(workdir, config, weights.BEST)  # Asked for by name: no substitute.
+  assert disk.digest(workdir) == before
+
+
+def test_evaluations_with_other_settings_never_overwrite_each_other(trained):
+  config, workdir = trained
+  own = runner.evaluate(config, workdir, 'val', checkpoint_step=2)
+  other = config.copy_and_resolve_references()
+  other.data.short_side = 2 * config.data.short_side
+  changed = runner.evaluate(other, workdir, 'val', checkpoint_step=2)
+  assert own['output_dir'] == os.path.join(workdir, 'eval_val_step2')
+  assert changed['output_dir'] == f'{own["output_dir"]}_{runner.config_hash(other)[:8]}'
+  saved = {}
+  for name, result in (('own', own), ('changed', changed)):
+    with open(os.path.join(result['output_dir'], 'metrics.json')) as f:
+      saved[name] = json.load(f)
+    assert {k: saved[name][k] for k in ('protocol', 'views_per_video', 'num_clips', 'num_crops',
+                                        'crop', 'crop_size', 'checkpoint_step', 'split')} == {
+        'protocol': 'val', 'views_per_video': 1, 'num_clips': 1, 'num_crops': 1,
+        'crop': 'centre', 'crop_size': 32, 'checkpoint_step': 2, 'split': 'validation'}
+    assert saved[name]['checkpoint'].startswith('step checkpoint (step 2)')
+  assert saved['own']['short_side'] == config.data.short_side
+  assert saved['changed']['short_side'] == 2 * config.data.short_side
+  assert saved['own']['config_hash'] != saved['changed']['config_hash']
+  assert saved['own']['config_changes'] == []
+  assert saved['changed']['config_changes'] == [
+      {'field': 'data.short_side', 'run': config.data.short_side,
+       'eval': 2 * config.data.short_side}]

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
+from input_pipeline import errors
 from stm_jax import models
+from stm_jax.models import resnet
 
 VARIANTS = [('none', 'channelwise'), ('tsm', 'channelwise'), ('cstm', 'channelwise'),
             ('cstm', 'full'), ('cmm', 'channelwise'), ('stm', 'channelwise'),
@@ -153,3 +155,25 @@ def test_odd_feature_map_sizes_work():
   module = models.create(config)
   clips = _clips(config, batch=1)
   assert module.apply(_init(module, clips), clips).shape == (1, config.data.num_classes)
+
+
+def test_tsm_placement_follows_tsms_rule_at_every_depth():
+  """TSM's blockres rule: every block, but every other block of every stage (index % 2 == 0)
+  when conv4_x has 23 or more blocks; `every_block` shifts all of them; other modules ignore it."""
+  r101 = (3, 4, 23, 3)
+  every_other = {(s, i) for s, n in enumerate(r101) for i in range(0, n, 2)}
+  assert resnet.module_blocks(r101, 'tsm') == every_other
+  assert len(every_other) == 18
+  assert len(resnet.module_blocks(r101, 'tsm', tsm_placement='every_block')) == 33
+  assert len(resnet.module_blocks((3, 4, 22, 3), 'tsm')) == 32  # Below the threshold: all.
+  assert len(resnet.module_blocks((3, 4, 6, 3), 'tsm')) == 16
+  assert len(resnet.module_blocks(r101, 'stm')) == 33
+  assert resnet.module_blocks(r101, 'none') == frozenset()
+  assert resnet.module_blocks(r101, 'tsm', stages=(5,)) == {(3, 0), (3, 2)}
+  assert resnet.module_blocks(r101, 'tsm', stages=(4,), first_block_only=True) == {(2, 0)}
+
+
+def test_an_unknown_tsm_placement_is_an_error_naming_the_field():
+  config = _config(tsm_placement='every_other')
+  with pytest.raises(errors.ConfigError, match=r"config\.model\.tsm_placement='every_other'"):
+    models.create(config)

@@ -55,12 +55,30 @@ def test_signature(exported):
   assert saved == sig
   assert saved['input'] == {**saved['input'], 'shape': ['b', 4, 32, 32, 3], 'dtype': 'uint8'}
   assert saved['output']['shape'] == ['b', 5] and saved['output']['dtype'] == 'float32'
-  assert (saved['num_frames'], saved['crop_size'], saved['short_side']) == (4, 32, 256)
+  config = exported[0]
+  assert (saved['num_frames'], saved['crop_size'], saved['short_side']) == (
+      4, 32, config.data.short_side)
   assert saved['class_names'] == CLASSES and saved['step'] == 2
   assert workdir in saved['checkpoint'] and saved['jax_version'] == jax.__version__
   assert saved['platforms'] == list(export.DEFAULT_PLATFORMS)
   assert saved['bytes'] == os.path.getsize(os.path.join(output, export.SERIALIZED_FILE))
   assert export.load(output).class_names == CLASSES
+
+
+def test_signature_describes_the_preprocessing_and_the_real_network(exported):
+  config, _, _, _, sig = exported
+  pre = sig['preprocessing']
+  assert pre['jpeg_quality'] == config.data.jpeg_quality == 90
+  assert pre['jpeg_chroma_subsampling'] == '4:2:0' and pre['short_side'] == config.data.short_side
+  assert any('encode each frame as JPEG, quality 90' in step for step in pre['steps'])
+  assert any('decode the JPEG frames back' in step for step in pre['steps'])
+  arch = sig['architecture']
+  # The tiny recipe: width 16, one bottleneck a stage (config.model.depth still says 50).
+  assert config.model.depth == 50
+  assert arch['name'] == 'STM-ResNet-14 (width 16)' and arch['depth'] == 14
+  assert arch['blocks_per_stage'] == [1, 1, 1, 1] and arch['width'] == 16
+  assert arch['params'] == sum(int(np.prod(x.shape)) for x in
+                               jax.tree.leaves(exported[2].variables['params']))
 
 
 def test_wrong_clips_are_refused(exported):

@@ -130,3 +130,34 @@ def test_initial_variables_must_fit_the_model():
   tx = optim.create_optimizer(config, num_examples=1600)
   with pytest.raises(ValueError, match=r'has shape \(6144, 8\), the model needs \(12288, 8\)'):
     train_state.init_train_state(model, tx, config, sharding.make_mesh(), variables)
+
+
+@pytest.mark.filterwarnings('ignore:overflow encountered in cast')
+def test_the_step_reports_a_non_finite_update_at_a_finite_loss_and_its_label_range():
+  """A weight decay of 1e39 (infinite in float32) leaves step 1's loss and gradient finite but
+  makes the updated kernels and momentum infinite: `finite` says so, in the same metrics."""
+  model, batch = Toy(), toy_batch()
+  variables = model.init(jax.random.key(0), batch['clips'])
+  mesh = sharding.make_mesh()
+  for decay, finite in ((5e-4, True), (1e39, False)):
+    config = sharded_run.tiny_config()
+    config.batch_size = 8
+    config.optim.weight_decay = decay
+    tx = optim.create_optimizer(config, num_examples=800)
+    state = train_state.init_train_state(model, tx, config, mesh, variables)
+    step = train_state.jit_train_step(model, tx, config, mesh)
+    new_state, metrics = step(state, sharding.global_batch(batch, mesh))
+    metrics = jax.device_get(metrics)
+    assert np.isfinite(metrics['loss']) and np.isfinite(metrics['grad_norm'])
+    assert bool(metrics['finite']) is finite
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(new_state)) is finite
+    assert (metrics['label_min'], metrics['label_max']) == (batch['label'].min(),
+                                                            batch['label'].max())
+
+
+def test_all_finite_looks_at_every_floating_leaf():
+  tree = {'a': jnp.ones(3), 'b': (jnp.zeros(2, jnp.bfloat16), jnp.arange(3))}
+  assert bool(jax.jit(train_state.all_finite)(tree))
+  for bad in (jnp.nan, jnp.inf, -jnp.inf):
+    broken = {**tree, 'b': (tree['b'][0].at[1].set(bad), tree['b'][1])}
+    assert not bool(jax.jit(train_state.all_finite)(broken))
