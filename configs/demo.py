@@ -5,8 +5,8 @@ Something-Something v2 layout; tiny TSN, CSTM, CMM and STM networks trained with
 on CPU. Sized to finish within 10 minutes on 2 CPU cores (5 min 45 s measured on a 2-core
 development machine: 40 s writing the videos, 15 s preparing them, 60-80 s per model).
 
-`configs/demo.py:quick` is a shorter version (TSN and STM on the two pairs they learn fastest,
-about 100 s) that the tests run.
+`configs/demo.py:quick` is a shorter version (the four models on the two pairs they learn fastest)
+that the tests run.
 """
 
 import ml_collections
@@ -74,7 +74,14 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
 
   config.batch_size = 16
   config.optim.base_lr = 0.1
-  config.optim.epochs = 12
+  # Each compared model trains until it has converged on this task (measured; README): CSTM's
+  # temporal kernels start as a shift and need three times TSN's, CMM's and STM's budget.
+  # TSN cannot go above chance within pairs at any budget (its logits ignore frame order).
+  demo.epochs = ml_collections.ConfigDict({'none': 12, 'tsm': 12, 'cstm': 36, 'cmm': 12,
+                                            'stm': 12, 'stm_concat': 12})
+  # The learning rate drops x0.1 at these fractions of a model's epochs (12 epochs: 9 and 11).
+  demo.decay_at = (0.75, 11 / 12)
+  config.optim.epochs = 12  # Replaced per model by demo.epochs.
   config.optim.decay_epochs = (9, 11)
   config.optim.warmup_epochs = 1.0
   config.optim.weight_decay = 1e-4
@@ -85,10 +92,12 @@ def get_config(variant: str = 'full') -> ml_collections.ConfigDict:
   config.log_every_steps = 50
 
   if variant == 'quick':
-    demo.models = ('none', 'stm')
     demo.pairs = ('left_right', 'appear')
     demo.videos_per_class = 96
     demo.val_videos_per_class = 32
+    demo.epochs = ml_collections.ConfigDict({'none': 10, 'tsm': 10, 'cstm': 30, 'cmm': 10,
+                                              'stm': 10, 'stm_concat': 10})
+    demo.decay_at = (0.7, 0.9)
     config.optim.epochs = 10
     config.optim.decay_epochs = (7, 9)
   elif variant != 'full':

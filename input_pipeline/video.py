@@ -64,7 +64,7 @@ def stored_short_side(data) -> int:
   video they build views from, so that those views equal evaluation's of the prepared video).
   Raises a ConfigError for a negative or non-integer value.
   """
-  value = data.get('stored_short_side', 0)
+  value = data.stored_short_side
   if not isinstance(value, int) or isinstance(value, bool) or value < 0:
     raise errors.bad_field('data.stored_short_side', value,
                            'must be 0 (frames stored at data.short_side) or the short side the '

@@ -55,9 +55,13 @@ def resolve(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.C
 
 def model_config(config: ml_collections.ConfigDict, temporal_module: str
                  ) -> ml_collections.ConfigDict:
-  """The config of one compared model: the demo config with `model.temporal_module` set."""
+  """The config of one compared model: the demo config with `model.temporal_module` set and
+  that model's budget (`demo.epochs`, the lr dropping at the `demo.decay_at` fractions)."""
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.temporal_module = temporal_module
+  epochs = int(config.demo.epochs[temporal_module])
+  config.optim.epochs = epochs
+  config.optim.decay_epochs = tuple(sorted({round(f * epochs) for f in config.demo.decay_at}))
   return config
 
 
@@ -116,6 +120,7 @@ def run_model(config: ml_collections.ConfigDict, run_dir: str) -> dict[str, Any]
       'within_pair': within_pair_accuracy(scores, labels),
       'train_seconds': trained['seconds'],
       'steps': trained['steps'],
+      'epochs': config.optim.epochs,
       'val_videos': metrics['num_labelled'],
   }
   files.write_json(result_path, row)
@@ -129,15 +134,15 @@ def format_table(rows: list[dict[str, Any]], config: ml_collections.ConfigDict) 
       f'Synthetic time-reversal pairs: {config.data.num_classes} classes, '
       f'{d.videos_per_class} train / {d.val_videos_per_class} val videos per class; '
       f'{config.data.num_frames} frames x {config.data.crop_size}x{config.data.crop_size}, '
-      f'width {config.model.width}, blocks {tuple(config.model.blocks)}, '
-      f'{config.optim.epochs} epochs. Within-pair: the true class scores above its '
+      f'width {config.model.width}, blocks {tuple(config.model.blocks)}; each model trained '
+      'to convergence (epochs in the table). Within-pair: the true class scores above its '
       'time-reversed partner (chance 50%).',
       '',
-      '| model | params | GFLOPs/clip | top-1 | within-pair | train time |',
-      '|---|---:|---:|---:|---:|---:|',
+      '| model | params | GFLOPs/clip | epochs | top-1 | within-pair | train time |',
+      '|---|---:|---:|---:|---:|---:|---:|',
   ]
   for r in rows:
-    lines.append(f'| {r["model"]} | {r["params"]:,} | {r["gflops"]:.4f} | '
+    lines.append(f'| {r["model"]} | {r["params"]:,} | {r["gflops"]:.4f} | {r["epochs"]} | '
                  f'{100 * r["top1"]:.1f}% | {100 * r["within_pair"]:.1f}% | '
                  f'{r["train_seconds"]:.0f} s |')
   lines += ['', f'Top-1 chance: {100 / config.data.num_classes:.1f}%. TSN averages per-frame '

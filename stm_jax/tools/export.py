@@ -30,6 +30,7 @@ import numpy as np
 
 from input_pipeline import errors
 from input_pipeline import files
+from input_pipeline import video
 from stm_jax.core import weights
 from stm_jax.models import counting
 from stm_jax.models import resnet
@@ -91,7 +92,7 @@ def preprocessing(config) -> dict[str, Any]:
   d = config.data
   t, crop, side, quality = int(d.num_frames), int(d.crop_size), int(d.short_side), int(
       d.jpeg_quality)
-  stored = int(d.get('stored_short_side', 0) or side)
+  stored = video.stored_short_side(d)
   return {
       'steps': [
           'decode every frame of the video to RGB (PyAV/FFmpeg; a folder of JPEG frames: its '
