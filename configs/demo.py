@@ -1,9 +1,9 @@
 """The out-of-the-box demo (`python launch.py` with no flags; stm_jax/demo/comparison.py).
 
 Synthetic videos whose classes come in time-reversed pairs (stm_jax/demo/videos.py), in the
-Something-Something v2 layout; tiny TSN, CSTM, CMM and STM networks trained with the same budget
-on CPU. Sized to finish within 10 minutes on 2 CPU cores (5 min 45 s measured on a 2-core
-development machine: 40 s writing the videos, 15 s preparing them, 60-80 s per model).
+Something-Something v2 layout; tiny TSN, CSTM, CMM and STM networks, each trained to convergence
+on CPU. Sized to finish within 10 minutes on 2 CPU cores (8 min 27 s measured on a 2-core
+development machine: 33 s writing the videos, 17 s preparing them, 67-199 s per model).
 
 `configs/demo.py:quick` is a shorter version (the four models on the two pairs they learn fastest)
 that the tests run.
