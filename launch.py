@@ -201,15 +201,11 @@ MODES = {
 }
 
 
-def _log_to_file(config) -> None:
+def _log_to_file() -> None:
   """absl's INFO lines go to `<workdir>/<mode>.log`; the console keeps warnings and errors,
-  unless `--verbosity` is given. A training run is first checked for what it refuses
-  (`loop.check_workdir`), so that a refused one writes nothing, not even this log."""
+  unless `--verbosity` is given."""
   if not FLAGS['verbosity'].present:
     logging.get_absl_handler().setLevel(python_logging.WARNING)
-  if FLAGS.mode == 'train':  # Its refusals come before anything is written into the workdir.
-    loop.check_workdir(config, _required('workdir', '<run directory>'),
-                       check_lock=FLAGS.process_id in (None, 0))
   if FLAGS.mode in ('train', 'eval', 'demo') and (FLAGS.workdir or FLAGS.mode == 'demo'):
     workdir = FLAGS.workdir or DEMO_WORKDIR
     if FLAGS.mode != 'eval':  # Evaluation only writes into a run that exists.
@@ -236,7 +232,10 @@ def main(argv) -> None:
   if run_flag is not None:
     config = _run_config(_required(run_flag, '<run or weights directory>'))
   config_check.check(config, FLAGS.mode)
-  _log_to_file(config)
+  if FLAGS.mode == 'train':  # Its refusals come before anything, even the log, is written.
+    loop.check_workdir(config, _required('workdir', '<run directory>'),
+                       check_lock=FLAGS.process_id in (None, 0))
+  _log_to_file()
   run(config)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import simplejpeg
 
 from configs import custom
-from input_pipeline import video
+from input_pipeline import transforms
 from input_pipeline.prepare import converter
 from input_pipeline.prepare import records
 from input_pipeline.prepare.layouts import common
@@ -146,7 +146,7 @@ def conversion_rows(args) -> list[dict]:
 
 
 def _stored_size(height, width, short_side):
-  return video.output_size(height, width, short_side)
+  return transforms.output_size(height, width, short_side)
 
 
 def _end_to_end(args, root) -> dict:

@@ -48,15 +48,6 @@ class VideoError(Exception):
   """A video (or frame folder, or record) cannot be used; `str(e)` is the reason for the report."""
 
 
-def output_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-  """Returns (height, width) scaled so the shorter side is `short_side`; unchanged if smaller.
-
-  The size stored frames get: `transforms.output_size`, the one rule (views are cut from frames
-  resized by it too).
-  """
-  return transforms.output_size(height, width, short_side)
-
-
 def stored_short_side(data) -> int:
   """The short side frames are stored at: `data.stored_short_side`, or `data.short_side` if 0.
 
@@ -264,7 +255,7 @@ def frame_to_rgb(frame, stream, short_side: int) -> np.ndarray:
   """A decoded frame as a player shows it (`display_transform`), short side at most `short_side`:
   uint8 (H, W, 3) RGB, resized once (swscale's area filter) and then oriented."""
   display = display_transform(frame, stream)
-  height, width = output_size(*display.display_size(frame.height, frame.width), short_side)
+  height, width = transforms.output_size(*display.display_size(frame.height, frame.width), short_side)
   if display.transpose:
     height, width = width, height
   rgb = frame.to_ndarray(width=width, height=height, format='rgb24', interpolation=_INTERPOLATION)
@@ -335,7 +326,7 @@ def jpegs_to_jpegs(jpegs: list[bytes], short_side: int, quality: int,
       height, width, _, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError as e:
       raise VideoError(f'{name}: not a JPEG ({e})') from None
-    new_h, new_w = output_size(height, width, short_side)
+    new_h, new_w = transforms.output_size(height, width, short_side)
     if (new_h, new_w) == (height, width):
       out.append(bytes(data))
       continue

@@ -146,13 +146,18 @@ def test_the_checker_sees_a_violation(tmp_path):
   assert ('stm_jax.core.sharding', 4, False) in found
 
 
+# Documents a clone does not have: the design reference and the folder beside the repository.
+# Spelled in pieces so that this file does not name them itself.
+_OUTSIDE = ('DESIGN' + '.md', '..' + '/shared')
+
+
 def test_no_file_names_a_document_outside_the_repository():
   offenders = []
   for dirpath, dirnames, filenames in os.walk(ROOT):
     dirnames[:] = [d for d in dirnames if not d.startswith('.')]
     for name in filenames:
-      if name.endswith(('.py', '.md', '.txt', '.ini')) and name != 'test_architecture.py':
+      if name.endswith(('.py', '.md', '.txt', '.ini')):
         text = (pathlib.Path(dirpath) / name).read_text(errors='replace')
-        if 'DESIGN.md' in text or '../shared' in text:
+        if any(document in text for document in _OUTSIDE):
           offenders.append(os.path.join(dirpath, name))
   assert not offenders, offenders

@@ -26,24 +26,13 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from tests import torch_stm
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MMACTION2_MEAN = (123.675, 116.28, 103.53)
 MMACTION2_STD = (58.395, 57.12, 57.375)
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-
-
-def shift(x: torch.Tensor, num_segments: int, shift_div: int) -> torch.Tensor:
-  """TSM's shift of frames `(N*T, C, H, W)`: channels [0, C/div) from t+1, the next C/div from
-  t-1, zeros where there is no such frame."""
-  nt, c, h, w = x.shape
-  x = x.view(nt // num_segments, num_segments, c, h, w)
-  fold = c // shift_div
-  out = torch.zeros_like(x)
-  out[:, :-1, :fold] = x[:, 1:, :fold]
-  out[:, 1:, fold:2 * fold] = x[:, :-1, fold:2 * fold]
-  out[:, :, 2 * fold:] = x[:, :, 2 * fold:]
-  return out.view(nt, c, h, w)
 
 
 def shifted_blocks(blocks) -> set[tuple[int, int]]:
@@ -52,20 +41,6 @@ def shifted_blocks(blocks) -> set[tuple[int, int]]:
   n_round = 2 if blocks[2] >= 23 else 1
   return {(stage, i) for stage, count in enumerate(blocks) for i in range(count)
           if i % n_round == 0}
-
-
-class TemporalShift(nn.Module):
-  """The peers' wrapper: `net(shift(x))`, so `net`'s parameters are named `...net.*`."""
-
-  def __init__(self, net: nn.Module, num_segments: int, shift_div: int):
-    super().__init__()
-    self.net = net
-    self.num_segments = num_segments
-    self.shift_div = shift_div
-
-  def forward(self, x: torch.Tensor) -> torch.Tensor:
-    """Shifts `x` in time, then applies the wrapped module."""
-    return self.net(shift(x, self.num_segments, self.shift_div))
 
 
 class TorchvisionBottleneck(nn.Module):
@@ -172,7 +147,7 @@ class TSMRepoTSN(nn.Module):
     if is_shift:
       for stage, i in shifted_blocks(BLOCKS[depth]):
         block = getattr(self.base_model, f'layer{stage + 1}')[i]
-        block.conv1 = TemporalShift(block.conv1, num_segments, shift_div)
+        block.conv1 = torch_stm.ShiftThen(block.conv1, num_segments, shift_div)
     self.new_fc = nn.Linear(2048, num_classes)
     self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
     self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -196,7 +171,7 @@ class MMResNet(nn.Module):
     if is_shift:
       for stage, i in shifted_blocks(BLOCKS[depth]):
         block = getattr(self, f'layer{stage + 1}')[i]
-        block.conv1.conv = TemporalShift(block.conv1.conv, num_segments, shift_div)
+        block.conv1.conv = torch_stm.ShiftThen(block.conv1.conv, num_segments, shift_div)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     """Frames -> feature maps `(N*T, 2048, h, w)`."""
