@@ -7,19 +7,24 @@ Commands on a run (eval, predict, visualize, export) take the model from the run
 `config.json`; the command line overrides only the fields it names.
 """
 
+import atexit
 import logging as python_logging
 import os
 import sys
+import tempfile
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from configs import demo as demo_recipe
 from input_pipeline import errors
+from input_pipeline import files
 from input_pipeline.prepare import converter
+from stm_jax.core import checkpointing
 from stm_jax.core import config_check
 from stm_jax.core import run_directory
 from stm_jax.core import sharding
@@ -45,6 +50,8 @@ python_logging.getLogger('absl').addFilter(
         and not any(note in str(record.msg) for note in _ORBAX_READ_ONLY_NOTES)))
 
 DEMO_WORKDIR = 'stm_demo'
+# The default --config, found beside this file whatever the current directory.
+_DEFAULT_RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'sthv1.py')
 USER_ERROR_EXIT_CODE = 2
 MODE_NAMES = ('demo', 'summary', 'convert', 'prepare', 'train', 'eval', 'predict', 'visualize',
               'export')
@@ -76,7 +83,7 @@ def _exit_with_flag_error(e: Exception, argv: list[str]):
 _FLAG_ERRORS = (flags.Error, OSError, KeyError, AttributeError)
 flags.DEFINE_enum('mode', 'demo', MODE_NAMES, 'What to run.')
 try:  # ml_collections applies the command line's overrides to the default file right here.
-  config_flags.DEFINE_config_file('config', 'configs/sthv1.py', 'Recipe file; fields '
+  config_flags.DEFINE_config_file('config', _DEFAULT_RECIPE, 'Recipe file; fields '
                                   'overridable (demo: configs/demo.py unless given).',
                                   lock_config=True)
 except _FLAG_ERRORS as error:
@@ -129,9 +136,17 @@ def _run_config(path: str):
                                       config_flags.get_override_values(FLAGS['config']))
 
 
-def _start_distributed() -> None:
-  sharding.maybe_initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
+def _start_distributed() -> bool:
+  return sharding.maybe_initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
                                         FLAGS.num_processes, FLAGS.process_id)
+
+
+def _prepare(config) -> None:
+  hosts = converter.Hosts()
+  if _start_distributed():  # Every host of a pod runs the command: they share the shards.
+    hosts = converter.Hosts(jax.process_index(), jax.process_count(),
+                            checkpointing.all_processes_agree)
+  converter.main(config, hosts)
 
 
 def _demo(config) -> None:
@@ -192,7 +207,7 @@ MODES = {
     'demo': (_demo, None),
     'summary': (summary.main, None),
     'convert': (_convert, None),
-    'prepare': (converter.main, None),
+    'prepare': (_prepare, None),
     'train': (_train, None),
     'eval': (_eval, 'workdir'),
     'predict': (_predict, 'checkpoint'),
@@ -203,21 +218,37 @@ MODES = {
 
 def _log_to_file() -> None:
   """absl's INFO lines go to `<workdir>/<mode>.log`; the console keeps warnings and errors,
-  unless `--verbosity` is given."""
+  unless `--verbosity` is given. A bucket's object cannot be appended to: for a workdir in a
+  bucket the lines go to a local file, added to the bucket's log when the program exits."""
   if not FLAGS['verbosity'].present:
     logging.get_absl_handler().setLevel(python_logging.WARNING)
-  if FLAGS.mode in ('train', 'eval', 'demo') and (FLAGS.workdir or FLAGS.mode == 'demo'):
-    workdir = FLAGS.workdir or DEMO_WORKDIR
-    if FLAGS.mode != 'eval':  # Evaluation only writes into a run that exists.
-      os.makedirs(workdir, exist_ok=True)
-    if os.path.isdir(workdir):
-      name = FLAGS.mode if FLAGS.process_id in (None, 0) else f'{FLAGS.mode}.{FLAGS.process_id}'
-      handler = python_logging.FileHandler(os.path.join(workdir, f'{name}.log'))
-      handler.setFormatter(python_logging.Formatter(
-          '%(asctime)s %(levelname)s %(filename)s:%(lineno)d] %(message)s'))
-      handler.setLevel(python_logging.INFO)
-      logging.get_absl_logger().addHandler(handler)
-      logging.info('%s: %s', time.strftime('%Y-%m-%d %H:%M:%S'), ' '.join(sys.argv))
+  if FLAGS.mode not in ('train', 'eval', 'demo') or not (FLAGS.workdir or FLAGS.mode == 'demo'):
+    return
+  workdir = files.resolve(FLAGS.workdir or DEMO_WORKDIR)
+  if FLAGS.mode == 'eval' and not workdir.is_dir():  # Evaluation only writes into a run.
+    return
+  workdir.mkdir(parents=True, exist_ok=True)
+  name = FLAGS.mode if FLAGS.process_id in (None, 0) else f'{FLAGS.mode}.{FLAGS.process_id}'
+  log_path = workdir / f'{name}.log'
+  local = files.local_path(log_path)
+  if local is None:
+    local = tempfile.NamedTemporaryFile(prefix='stm_', suffix='.log', delete=False).name
+    atexit.register(_upload_log, local, log_path)
+  handler = python_logging.FileHandler(local)
+  handler.setFormatter(python_logging.Formatter(
+      '%(asctime)s %(levelname)s %(filename)s:%(lineno)d] %(message)s'))
+  handler.setLevel(python_logging.INFO)
+  logging.get_absl_logger().addHandler(handler)
+  logging.info('%s: %s', time.strftime('%Y-%m-%d %H:%M:%S'), ' '.join(sys.argv))
+
+
+def _upload_log(local: str, log_path) -> None:
+  """Adds the local log file's lines to the log `log_path` in a bucket (one whole write)."""
+  with open(local, 'rb') as f:
+    new = f.read()
+  old = log_path.read_bytes() if log_path.exists() else b''
+  files.write_bytes(log_path, old + new)
+  os.remove(local)
 
 
 def main(argv) -> None:

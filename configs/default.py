@@ -88,8 +88,16 @@ def get_config() -> ml_collections.ConfigDict:
   # Preparation (`launch.py --mode=prepare`, input_pipeline/prepare/converter.py).
   # Where the official download was unpacked; the converter finds its files inside.
   config.data.raw_dir = ''
-  # TFDS data_dir: the prepared dataset goes to <data_dir>/stm_<dataset>[/split<k>]/1.0.0.
+  # TFDS data_dir: the prepared dataset goes to <data_dir>/stm_<dataset>[/split<k>]/1.0.0. A
+  # local folder or a bucket (gs://...); empty: $TFDS_DATA_DIR. With format 'tfrecord' it may
+  # also be a folder of DMVR TFRecord shards themselves (split in the file names).
   config.data.data_dir = ''
+  # The format training and evaluation read: 'array_record' (a TFDS dataset, what prepare writes
+  # by default) | 'tfrecord' (DMVR/scenic SequenceExample shards, read in place through an offset
+  # index; docs/data.md says when to pick which).
+  config.data.format = 'array_record'
+  # prepare: the format to write ('array_record' | 'tfrecord'); empty: data.format.
+  config.data.output_format = ''
   # native: the dataset's own layout | tfrecord: DMVR/scenic SequenceExample TFRecord files.
   config.data.raw_format = 'native'
   # Official split for UCF-101 / HMDB-51 (1, 2 or 3); ignored elsewhere.

@@ -8,12 +8,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def env(cache_dir, **extra) -> dict[str, str]:
   """Environment for a jax subprocess: CPU, cheap XLA optimisation (compiles ~3x faster), and a
-  persistent compilation cache shared by the subprocesses of a test session."""
+  persistent compilation cache shared by the subprocesses of a test session. The path holds the
+  repository and tests/netguard (whose sitecustomize installs the network guard of conftest)."""
   result = dict(os.environ)
   result.update(JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_backend_optimization_level=0',
                 JAX_COMPILATION_CACHE_DIR=str(cache_dir),
                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0', PYTHONPATH=ROOT, **extra)
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+                PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, 'tests', 'netguard')]),
+                **extra)
   return result
 
 

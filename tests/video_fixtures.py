@@ -11,11 +11,12 @@ Frame i of a video is filled with gray level `level(i)`, so a test can tell whic
 import dataclasses
 import json
 import os
-import struct
 
 import av
 import numpy as np
 import simplejpeg
+
+from input_pipeline.prepare import tfrecord_writer
 
 H, W = 32, 48
 FPS = 12
@@ -332,21 +333,6 @@ def make_custom_folders(root: str, corrupt: bool = False) -> Expected:
 
 # --- TFRecord (DMVR/scenic SequenceExample) ----------------------------------------------------
 
-def _crc32c_bitwise(data: bytes) -> int:
-  """CRC-32C computed bit by bit (independent of the converter's table implementation)."""
-  c = 0xFFFFFFFF
-  for b in data:
-    c ^= b
-    for _ in range(8):
-      c = (c >> 1) ^ (0x82F63B78 & -(c & 1))
-  return c ^ 0xFFFFFFFF
-
-
-def _masked(data: bytes) -> int:
-  c = _crc32c_bitwise(data)
-  return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def sequence_example(frames: list[bytes], label: int | None = None, video_id: str | None = None,
                      label_name: str | None = None, fps: float | None = None) -> bytes:
   """Serializes a DMVR-style tf.train.SequenceExample (built with tfds's bundled proto, no TF)."""
@@ -368,12 +354,12 @@ def sequence_example(frames: list[bytes], label: int | None = None, video_id: st
 
 
 def write_tfrecord(path: str, payloads: list[bytes]) -> str:
-  """Writes records in TFRecord framing: length, masked CRC of it, data, masked CRC of the data."""
+  """Writes records in TFRecord framing with the project's writer (its framing is checked from
+  scratch in tests/input_pipeline/prepare/test_tfrecord_writer.py); returns path."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'wb') as f:
+  with tfrecord_writer.TFRecordWriter(path) as writer:
     for data in payloads:
-      length = struct.pack('<Q', len(data))
-      f.write(length + struct.pack('<I', _masked(length)) + data + struct.pack('<I', _masked(data)))
+      writer.write(data)
   return path
 
 

@@ -7,9 +7,13 @@ One record per video, serialized with TFDS's example serializer (no TensorFlow n
   fps         Scalar(float32)                   source frame rate, 0 if unknown
   frames      Sequence(Tensor((), object))      JPEG bytes, one per frame, short side <= short_side
 
-A shard task converts its videos in order, writes an ArrayRecord file under a temporary name, syncs
-and renames it into place, then writes a small JSON sidecar (what it converted, what it skipped and
-why). The sidecar is the mark of a finished shard: a re-run skips shards that have one.
+With `output_format='tfrecord'` the same content is written as a DMVR/scenic SequenceExample
+instead (prepare/tfrecord_writer.py), one TFRecord file a shard.
+
+A shard task converts its videos in order, writes its file under a temporary local name
+(array_record's writer writes local files only), moves it into place (`files.put_file`: a synced
+rename, or an upload to a bucket), then writes a small JSON sidecar (what it converted, what it
+skipped and why). The sidecar is the mark of a finished shard: a re-run skips shards that have one.
 """
 
 import dataclasses
@@ -22,9 +26,10 @@ import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 
 from input_pipeline import files
+from input_pipeline import tfrecord
 from input_pipeline import video
+from input_pipeline.prepare import tfrecord_writer
 from input_pipeline.prepare.layouts import common
-from input_pipeline.prepare.layouts import tfrecord
 
 # One record a chunk (random access, as TFDS writes ArrayRecord), uncompressed: JPEG does not
 # compress, and zstd would cost 5x the write time and 2x the read time for nothing (measured).
@@ -58,13 +63,15 @@ class ShardTask:
 
   Attributes:
     split: split name. index / num_shards: this shard's place in the split.
-    entries: the videos, in order. path: final shard file. tmp_dir: where it is written first.
+    entries: the videos, in order. path: final shard file (local or in a bucket).
+    tmp_dir: the local folder it is written in first.
     done_path: the sidecar JSON written once the shard is in place.
     short_side, quality: output frame size and JPEG quality.
     num_classes: labels must be below it (0: unchecked).
     default_fps: fps recorded for frame folders.
     decode_threads: threads per video decoder (cores / workers).
     skip: video id -> reason, for videos known to crash the converter: quarantined, not converted.
+    output_format: 'array_record' (TFDS features) or 'tfrecord' (DMVR SequenceExample).
   """
   split: str
   index: int
@@ -79,6 +86,7 @@ class ShardTask:
   default_fps: float = 0.0
   decode_threads: int = 1
   skip: dict[str, str] = dataclasses.field(default_factory=dict)
+  output_format: str = 'array_record'
 
 
 def convert_entry(entry: common.Entry, task: ShardTask) -> dict:
@@ -126,9 +134,9 @@ def write_shard(task: ShardTask, progress: Callable[[int, bool], None] | None = 
   """
   start = time.time()
   feats = features(num_classes=task.num_classes)
-  tmp = os.path.join(task.tmp_dir, f'{os.path.basename(task.path)}.{os.getpid()}')
+  tmp = os.path.join(task.tmp_dir, f'{files.resolve(task.path).name}.{os.getpid()}')
   records, quarantine, label_names = [], [], {}
-  writer = array_record_module.ArrayRecordWriter(tmp, WRITER_OPTIONS)
+  writer = _writer(task, tmp)
   try:
     for i, entry in enumerate(task.entries):
       if progress:
@@ -147,23 +155,32 @@ def write_shard(task: ShardTask, progress: Callable[[int, bool], None] | None = 
       else:
         if rec['label_name'] is not None and rec['label'] >= 0:
           label_names[str(rec['label'])] = rec['label_name']
-        del rec['label_name']
-        writer.write(feats.serialize_example(rec))
+        if task.output_format == 'tfrecord':
+          writer.write(tfrecord_writer.sequence_example(rec))
+        else:
+          del rec['label_name']
+          writer.write(feats.serialize_example(rec))
         records.append([rec['id'], rec['label'], rec['num_frames']])
       if progress:
         progress(i, True)
   finally:
     writer.close()
-  with open(tmp, 'rb') as f:
-    os.fsync(f.fileno())
-  os.replace(tmp, task.path)
+  size = os.path.getsize(tmp)
+  files.put_file(tmp, task.path)
   sidecar = {
-      'split': task.split, 'index': task.index, 'path': os.path.basename(task.path),
+      'split': task.split, 'index': task.index, 'path': files.resolve(task.path).name,
       'records': records, 'quarantine': quarantine, 'label_names': label_names,
-      'bytes': os.path.getsize(task.path), 'seconds': time.time() - start,
+      'bytes': size, 'seconds': time.time() - start,
   }
   files.write_json(task.done_path, sidecar)
   return sidecar
+
+
+def _writer(task: ShardTask, local_path: str):
+  """The writer of a shard's file in `task.output_format` (`write(bytes)`, `close()`)."""
+  if task.output_format == 'tfrecord':
+    return tfrecord_writer.TFRecordWriter(local_path)
+  return array_record_module.ArrayRecordWriter(local_path, WRITER_OPTIONS)
 
 
 def _quarantine_line(split: str, entry: common.Entry, reason: str) -> dict:

@@ -46,6 +46,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from input_pipeline import errors
+from input_pipeline import files
 from stm_jax.core import sharding
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -205,7 +206,7 @@ class Checkpointer:
     cleaned up, renamed or deleted. `options`: further `ocp.CheckpointManagerOptions`
     (BestCheckpointer's ranking).
     """
-    self.directory = os.path.join(os.path.abspath(workdir), subdir)
+    self.directory = files.resolve(workdir) / subdir
     self.read_only = read_only
     if read_only:
       options = ocp.CheckpointManagerOptions(read_only=True, create=False,
@@ -243,7 +244,7 @@ class Checkpointer:
     logging.info('checkpoint %d: saving to %s', step, self.directory)
 
   def _item_path(self, step: int, item: str) -> epath.Path:
-    return epath.Path(self.directory) / str(step) / item
+    return self.directory / str(step) / item
 
   def _stored_table(self, step: int) -> dict[str, tuple]:
     """The arrays of checkpoint `step` (`leaf_table`), from its metadata; raises _Unreadable."""
@@ -355,9 +356,9 @@ class Checkpointer:
 
   def _set_aside(self, step: int) -> str:
     """Renames checkpoint `step` so that the manager no longer sees it; returns the new path."""
-    target = os.path.join(self.directory, f'corrupt-{step}-{int(time.time())}')
+    target = self.directory / f'corrupt-{step}-{int(time.time())}'
     if jax.process_index() == 0:
-      os.rename(os.path.join(self.directory, str(step)), target)
+      (self.directory / str(step)).rename(target)
     multihost_utils.sync_global_devices(f'checkpoint {step} set aside')
     self._manager.reload()
     return target
@@ -442,5 +443,5 @@ class BestCheckpointer(Checkpointer):
 
 def has_best(workdir: str) -> bool:
   """Whether `workdir` holds a best-by-validation checkpoint."""
-  directory = os.path.join(os.path.abspath(workdir), BEST_DIR)
-  return os.path.isdir(directory) and any(n.isdigit() for n in os.listdir(directory))
+  directory = files.resolve(workdir) / BEST_DIR
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())

@@ -8,6 +8,7 @@ where they are used (they may be empty where a mode does not need them).
 
 import ml_collections
 
+from input_pipeline import datasets
 from input_pipeline import errors
 from input_pipeline import protocols
 from input_pipeline.prepare import layouts
@@ -52,6 +53,10 @@ def check_data(config: ml_collections.ConfigDict, preparing: bool = False) -> No
       raise errors.bad_field(f'data.{field}', d[field], 'must be >= 0')
   if d.raw_format not in layouts.FORMATS:
     raise errors.bad_field('data.raw_format', d.raw_format, f'must be one of {layouts.FORMATS}')
+  for field in ('format', 'output_format'):
+    allowed = datasets.FORMATS + (('',) if field == 'output_format' else ())
+    if d[field] not in allowed:
+      raise errors.bad_field(f'data.{field}', d[field], f'must be one of {allowed}')
   if d.split not in (1, 2, 3):
     raise errors.bad_field('data.split', d.split, 'must be 1, 2 or 3 (the official splits)')
   if not 1 <= d.jpeg_quality <= 100:

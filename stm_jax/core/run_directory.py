@@ -11,19 +11,14 @@ A run's identity is its architecture (`is_architecture_field`) and its dataset
 `train.lock` (`WorkdirLock`) says which process trains the run: one writer per workdir.
 """
 
-import dataclasses
 import json
-import os
-import socket
-import sys
-import time
 from typing import Any
 
-from absl import logging
 import ml_collections
 
 from input_pipeline import errors
 from input_pipeline import files
+from input_pipeline import locks
 
 CONFIG_FILE = 'config.json'
 CLASS_NAMES_FILE = 'class_names.json'
@@ -50,21 +45,22 @@ def _lists_to_tuples(value: Any) -> Any:
 def write(workdir: str, config: ml_collections.ConfigDict,
           class_names: list[str] | None) -> None:
   """Writes the run's config (and class names, when the dataset has them) into `workdir`."""
-  os.makedirs(workdir, exist_ok=True)
-  files.write_json(os.path.join(workdir, CONFIG_FILE), json.loads(config.to_json()))
+  workdir = files.resolve(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  files.write_json(workdir / CONFIG_FILE, json.loads(config.to_json()))
   if class_names:
-    files.write_json(os.path.join(workdir, CLASS_NAMES_FILE), list(class_names))
+    files.write_json(workdir / CLASS_NAMES_FILE, list(class_names))
 
 
 def has_config(directory: str) -> bool:
   """Whether `directory` is a run directory written by the trainer."""
-  return os.path.isfile(os.path.join(directory, CONFIG_FILE))
+  return (files.resolve(directory) / CONFIG_FILE).is_file()
 
 
 def read_config(directory: str) -> ml_collections.ConfigDict:
   """The config a run was trained with. Raises a UserError naming the file."""
   return ml_collections.ConfigDict(
-      _lists_to_tuples(files.read_json(os.path.join(directory, CONFIG_FILE))))
+      _lists_to_tuples(files.read_json(files.resolve(directory) / CONFIG_FILE)))
 
 
 def flatten(config: ml_collections.ConfigDict | dict[str, Any], prefix: str = '') -> dict[str, Any]:
@@ -128,7 +124,7 @@ def resolve_config(path: str, config: ml_collections.ConfigDict,
   if missing:
     resolved = ml_collections.ConfigDict(_with_fields(resolved.to_dict(), missing))
   stored = flatten(resolved)
-  config_file = os.path.join(path, CONFIG_FILE)
+  config_file = files.resolve(path) / CONFIG_FILE
   for field, value in (overrides or {}).items():
     if field not in stored and not any(k.startswith(f'{field}.') for k in stored):
       raise errors.UserError(f'--config.{field}: {config_file} has no such field')
@@ -155,8 +151,8 @@ def _with_fields(tree: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]
 
 def read_class_names(directory: str) -> list[str] | None:
   """The dataset's class names saved with a run, or None when the dataset had none."""
-  path = os.path.join(directory, CLASS_NAMES_FILE)
-  if not os.path.isfile(path):
+  path = files.resolve(directory) / CLASS_NAMES_FILE
+  if not path.is_file():
     return None
   names = files.read_json(path)
   if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -166,147 +162,10 @@ def read_class_names(directory: str) -> list[str] | None:
 
 # --- one writer per workdir --------------------------------------------------------------------
 
-def _process_start(pid: int) -> str | None:
-  """When process `pid` started (Linux: /proc/<pid>/stat field 22, clock ticks since boot), so
-  that a pid reused by another process is not taken for the lock's owner; None elsewhere."""
-  try:
-    with open(f'/proc/{pid}/stat', encoding='ascii') as f:
-      return f.read().rpartition(')')[2].split()[19]
-  except (OSError, IndexError):
-    return None
-
-
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # Another user's process.
-    return True
-  return True
-
-
-@dataclasses.dataclass(frozen=True)
-class LockOwner:
-  """Who holds a workdir's lock: host, pid, when it started, and its command line."""
-  host: str
-  pid: int
-  started: str  # Local time, for people.
-  process_start: str | None  # _process_start(pid), for the staleness test.
-  command: str
-
-  @classmethod
-  def this_process(cls) -> 'LockOwner':
-    """The owner record of the calling process."""
-    pid = os.getpid()
-    return cls(host=socket.gethostname(), pid=pid, started=time.strftime('%Y-%m-%d %H:%M:%S'),
-               process_start=_process_start(pid), command=' '.join(sys.argv))
-
-  def is_stale(self) -> bool:
-    """Whether the owner is known to be gone: on this host, its pid is not running (or is now
-    another process). An owner on another host is never called stale."""
-    if self.host != socket.gethostname():
-      return False
-    if not _pid_alive(self.pid):
-      return True
-    now = _process_start(self.pid)
-    return self.process_start is not None and now is not None and now != self.process_start
-
-  def describe(self) -> str:
-    """`pid 123 on host h (started 2025-01-01 10:00:00: python launch.py ...)`."""
-    return (f'pid {self.pid} on host {self.host} (started {self.started}'
-            f'{f": {self.command}" if self.command else ""})')
-
-
-class WorkdirLock:
-  """`<workdir>/train.lock`: at most one training process writes a run.
-
-  `acquire` creates the lock file atomically and exclusively (written whole under a temporary
-  name, then hard-linked to `train.lock`, which fails if it exists), holding the owner's host,
-  pid, start time and command line (`LockOwner`). A second trainer gets an InUseError naming the
-  owner. A lock left by a killed process is stale when its pid is not running on this host (or
-  runs another program): it is replaced with a warning. A lock of a process on another host
-  cannot be tested from here; the error says to delete it if that process is gone. `release`
-  removes the lock only if it is still this process's.
-
-  The lock is one small object with its owner inside, created only-if-absent: on a bucket
-  (issue 7) the same protocol is a conditional create (if-generation-match=0) and a delete.
-  In a multi-process run only process 0 takes it (stm_jax/train/loop.py).
-  """
+class WorkdirLock(locks.FileLock):
+  """`<workdir>/train.lock`: at most one training process writes a run (locks.FileLock: local or
+  in a bucket). In a multi-process run only process 0 takes it (stm_jax/train/loop.py)."""
 
   def __init__(self, workdir: str):
-    self.path = os.path.join(os.path.abspath(workdir), LOCK_FILE)
-    self._owner: LockOwner | None = None
-
-  def holder(self) -> LockOwner | None:
-    """The owner recorded in the lock file, or None when there is none. Raises an InUseError
-    when the file exists but cannot be read as a lock."""
-    try:
-      with open(self.path, encoding='utf-8') as f:
-        return LockOwner(**json.load(f))
-    except FileNotFoundError:
-      return None
-    except (OSError, ValueError, TypeError) as e:
-      raise errors.InUseError(
-          f'{self.path}: a lock file that cannot be read ({type(e).__name__}); if no training '
-          'runs in this workdir, delete it') from None
-
-  def check_free(self) -> None:
-    """Raises an InUseError naming the owner when another live process holds the lock (a
-    stale lock does not count)."""
-    owner = self.holder()
-    if owner is not None and not owner.is_stale():
-      raise self._in_use(owner)
-
-  def _in_use(self, owner: LockOwner) -> errors.InUseError:
-    workdir = os.path.dirname(self.path)
-    remedy = ('wait for it to finish, stop it, or train in another --workdir'
-              if owner.host == socket.gethostname() else
-              f'it cannot be checked from host {socket.gethostname()}: if it is no longer '
-              f'running, delete {self.path}')
-    return errors.InUseError(f'{workdir}: another training run is writing it: '
-                             f'{owner.describe()}; {remedy}')
-
-  def acquire(self) -> None:
-    """Takes the lock (creating the workdir) or raises an InUseError naming its owner."""
-    os.makedirs(os.path.dirname(self.path), exist_ok=True)
-    me = LockOwner.this_process()
-    tmp = f'{self.path}.tmp-{me.pid}'
-    files.write_json(tmp, dataclasses.asdict(me))
-    try:
-      for _ in range(2):
-        try:
-          os.link(tmp, self.path)
-          self._owner = me
-          return
-        except FileExistsError:
-          owner = self.holder()
-          if owner is None:
-            continue  # Released in between: try again.
-          if not owner.is_stale():
-            raise self._in_use(owner) from None
-          if self.holder() == owner:  # Still the same stale lock: replace it.
-            os.remove(self.path)
-            logging.warning('%s: replacing the lock of %s, which is no longer running',
-                            self.path, owner.describe())
-      raise errors.InUseError(f'{self.path}: another process keeps taking this lock; retry')
-    finally:
-      os.remove(tmp)
-
-  def release(self) -> None:
-    """Removes the lock if this process still holds it."""
-    if self._owner is None:
-      return
-    try:
-      if self.holder() == self._owner:
-        os.remove(self.path)
-    except (errors.InUseError, FileNotFoundError):
-      pass
-    self._owner = None
-
-  def __enter__(self) -> 'WorkdirLock':
-    self.acquire()
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.release()
+    super().__init__(files.resolve(workdir) / LOCK_FILE, 'another training run is writing it',
+                     'wait for it to finish, stop it, or train in another --workdir')

@@ -27,6 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from input_pipeline import errors
+from input_pipeline import files
 from stm_jax import models
 from stm_jax.core import checkpointing
 from stm_jax.core import run_directory
@@ -53,8 +54,8 @@ class Weights:
 
 def is_run_directory(path: str) -> bool:
   """Whether `path` is a training run (rather than converted weights)."""
-  return run_directory.has_config(path) or os.path.isdir(
-      os.path.join(path, checkpointing.CHECKPOINT_DIR))
+  return (run_directory.has_config(path)
+          or (files.resolve(path) / checkpointing.CHECKPOINT_DIR).is_dir())
 
 
 def save_converted(variables: dict[str, Any], directory: str) -> None:
@@ -62,7 +63,7 @@ def save_converted(variables: dict[str, Any], directory: str) -> None:
 
   Refuses an existing directory: converted weights always go to a new one.
   """
-  directory = os.path.abspath(directory)
+  directory = files.resolve(directory)
   check_new(directory)
   tree = {c: variables[c] for c in models.VARIABLE_COLLECTIONS}
   with ocp.StandardCheckpointer() as checkpointer:
@@ -72,7 +73,7 @@ def save_converted(variables: dict[str, Any], directory: str) -> None:
 
 def check_new(directory: str) -> None:
   """Raises an ExistsError if `directory` exists (a conversion or export never overwrites)."""
-  if os.path.exists(directory):
+  if files.resolve(directory).exists():
     raise errors.ExistsError(f'{directory}: already exists; choose another --output or remove '
                              'it')
 
@@ -81,7 +82,7 @@ def _read_converted(directory: str) -> dict[str, Any]:
   """The variables of a weights directory (`save_converted`), as host arrays."""
   try:
     with ocp.StandardCheckpointer() as checkpointer:
-      variables = checkpointer.restore(os.path.abspath(directory))
+      variables = checkpointer.restore(files.resolve(directory))
   except Exception as e:  # pylint: disable=broad-except
     raise errors.UserError(f'{directory}: neither a training run directory (no config.json or '
                            f'checkpoints/) nor weights written by --mode=convert '
@@ -128,7 +129,7 @@ def _class_names(directory: str, num_classes: int) -> list[str]:
   if names is None:
     return [f'class {i}' for i in range(num_classes)]
   if len(names) != num_classes:
-    raise errors.UserError(f'{os.path.join(directory, run_directory.CLASS_NAMES_FILE)}: '
+    raise errors.UserError(f'{files.resolve(directory) / run_directory.CLASS_NAMES_FILE}: '
                            f'{len(names)} class names for a model of {num_classes} classes '
                            f'(config.data.num_classes={num_classes}); the run\'s files do not '
                            'belong together')
@@ -147,7 +148,7 @@ def _read_run_checkpoint(ckpt: checkpointing.Checkpointer, step: int | None,
     return ckpt.restore_variables(steps[-1] if step is None else step, abstract)
   except checkpointing.CheckpointMismatchError as e:
     raise checkpointing.CheckpointMismatchError(
-        f'{e}; the model comes from {os.path.join(workdir, run_directory.CONFIG_FILE)}, which '
+        f'{e}; the model comes from {files.resolve(workdir) / run_directory.CONFIG_FILE}, which '
         'does not describe these checkpoints', e.differences) from None
   finally:
     ckpt.close()
@@ -197,8 +198,8 @@ def load(path: str, config: ml_collections.ConfigDict, checkpoint_step: int | st
   kept, else latest), 'latest', 'best' or a step number. Variables are replicated over `mesh`
   (default: every device). Raises a UserError naming the path when nothing fits there.
   """
-  path = os.path.abspath(path)
-  if not os.path.isdir(path):
+  path = os.fspath(files.resolve(path))
+  if not files.resolve(path).is_dir():
     raise errors.NotFoundError(f'{path}: no such directory (expected a training run directory or '
                                'weights written by launch.py --mode=convert)')
   models.check_model_config(config)

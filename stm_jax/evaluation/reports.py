@@ -7,6 +7,7 @@ the result line gives the accuracy beside the protocol's cost (MACs of one clip,
 """
 
 import csv
+import io
 from typing import Any, Sequence
 
 import ml_collections
@@ -31,8 +32,7 @@ def write_predictions(path: str, ids: Sequence[str], scores: np.ndarray,
 
 def read_predictions(path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
   """Reads a predictions.csv back: (video ids, scores (N, C), labels (N,))."""
-  with open(path, newline='') as f:
-    rows = list(csv.reader(f))[1:]
+  rows = list(csv.reader(io.StringIO(files.resolve(path).read_text(encoding='utf-8'))))[1:]
   ids = [r[1] for r in rows]
   labels = np.asarray([int(r[2]) for r in rows], np.int64)
   scores = np.asarray([[float(v) for v in r[4:]] for r in rows], np.float64)

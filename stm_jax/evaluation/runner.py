@@ -133,6 +133,7 @@ _NOT_SCORING = ('batch_size', 'seed', 'checkpoint_every_steps', 'keep_checkpoint
                 'log_every_steps', 'eval_every_epochs', 'init_checkpoint', 'allow_config_change',
                 'model.channelwise_impl', 'model.dropout_rate', 'data.num_workers',
                 'data.num_threads', 'data.raw_dir', 'data.raw_format', 'data.videos_per_shard',
+                'data.format', 'data.output_format',
                 'data.prepare_workers', 'data.overwrite', 'data.random_flip', 'data.scales',
                 'data.max_distort', 'data.more_fix_crop', 'data.flip_label_map')
 _NOT_SCORING_SECTIONS = ('optim.', 'convert.')
@@ -168,11 +169,11 @@ def output_dir(workdir: str, config: ml_collections.ConfigDict, protocol: protoc
   own settings (its config.json) when that folder is free or holds the same settings, else
   `eval_<protocol>_step<step>_<config hash[:8]>`. Never another combination's folder."""
   ours = config_hash(config)
-  plain = os.path.join(workdir, f'eval_{protocol.name}_step{step}')
+  plain = os.fspath(files.resolve(workdir) / f'eval_{protocol.name}_step{step}')
   own = (not run_directory.has_config(workdir)
          or config_hash(run_directory.read_config(workdir)) == ours)
-  existing = os.path.join(plain, METRICS_FILE)
-  if own and os.path.isfile(existing):
+  existing = files.resolve(plain) / METRICS_FILE
+  if own and existing.is_file():
     try:
       own = files.read_json(existing).get('config_hash') == ours
     except (errors.UserError, AttributeError):
@@ -236,13 +237,14 @@ def evaluate_variables(config: ml_collections.ConfigDict, model: nn.Module,
   out_dir = output_dir(workdir, config, protocol, step)
   metrics['output_dir'] = out_dir
   if jax.process_index() == 0:
-    os.makedirs(out_dir, exist_ok=True)
+    directory = files.resolve(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
     ids = [_video_id(source[i]) for i in range(len(source))]
-    reports.write_predictions(os.path.join(out_dir, PREDICTIONS_FILE), ids, scores, labels)
-    reports.plot_confusion(os.path.join(out_dir, CONFUSION_FILE),
+    reports.write_predictions(directory / PREDICTIONS_FILE, ids, scores, labels)
+    reports.plot_confusion(directory / CONFUSION_FILE,
                            np.asarray(metrics['confusion']),
                            f'{config.data.dataset} {split}, {protocol.name} protocol, step {step}')
-    files.write_json(os.path.join(out_dir, METRICS_FILE), metrics)
+    files.write_json(directory / METRICS_FILE, metrics)
     print(reports.format_result(protocol.name, step, metrics), flush=True)
   return metrics
 

@@ -43,6 +43,7 @@ import ml_collections
 import numpy as np
 
 from input_pipeline import errors
+from input_pipeline import files
 from stm_jax import models
 from stm_jax.core import weights
 from stm_jax.models import resnet
@@ -486,10 +487,11 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
   if suffix not in readers:
     raise errors.UserError(f'{path}: unknown weights format {suffix!r} (expected one of .pth, '
                            '.pt, .pth.tar, .safetensors, .npz)')
-  if not os.path.isfile(path):
+  if not files.resolve(path).is_file():
     raise errors.NotFoundError(f'{path}: no such weights file')
   try:
-    return readers[suffix](path)
+    with files.local_copy(path) as local:
+      return readers[suffix](local)
   except (ImportError, errors.UserError):
     raise
   except Exception as e:
@@ -540,7 +542,7 @@ def _load_torch(path: str) -> dict[str, np.ndarray]:
 
 def main(config: ml_collections.ConfigDict, input_path: str, output_dir: str) -> None:
   """`launch.py --mode=convert`: converts the weights at `input_path`, saves to `output_dir`."""
-  weights.check_new(os.path.abspath(output_dir))  # Before the conversion, which takes a while.
+  weights.check_new(output_dir)  # Before the conversion, which takes a while.
   state_dict = load_state_dict(input_path)
   variables, account = _convert(state_dict, config, None, input_path)
   weights.save_converted(variables, output_dir)

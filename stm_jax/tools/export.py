@@ -20,9 +20,9 @@ directory must not exist; it is written under a temporary name and renamed when 
 import dataclasses
 import json
 import os
-import shutil
 from typing import Any, Sequence
 
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -168,25 +168,31 @@ def write(loaded: weights.Weights, output: str,
 
   Raises FileExistsError if `output` exists: an export is never overwritten.
   """
-  output = os.path.abspath(output)
+  output = files.resolve(output)
   weights.check_new(output)
   exported = export_model(loaded, platforms)
   data = exported.serialize()
   sig = signature(loaded, exported, len(data))
-  parent = os.path.dirname(output)
-  os.makedirs(parent, exist_ok=True)
-  tmp = f'{output}.tmp-{os.getpid()}'
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
+  if files.is_remote(output):
+    # A bucket has no folder rename: the module first, then the signature, which is what makes
+    # the folder an export (`load` needs both).
+    files.write_bytes(output / SERIALIZED_FILE, bytes(data))
+    files.write_json(output / SIGNATURE_FILE, sig)
+    return sig
+  output.parent.mkdir(parents=True, exist_ok=True)
+  tmp = epath.Path(f'{output}.tmp-{os.getpid()}')
+  if tmp.exists():
+    tmp.rmtree()
+  tmp.mkdir()
   try:
-    files.write_bytes(os.path.join(tmp, SERIALIZED_FILE), bytes(data))
-    files.write_json(os.path.join(tmp, SIGNATURE_FILE), sig)
-    if os.path.exists(output):
+    files.write_bytes(tmp / SERIALIZED_FILE, bytes(data))
+    files.write_json(tmp / SIGNATURE_FILE, sig)
+    if output.exists():
       raise errors.UserError(f'{output}: appeared while exporting; choose another --output')
-    os.rename(tmp, output)
+    tmp.rename(output)
   except BaseException:
-    if os.path.exists(tmp) and not os.path.exists(output):
-      shutil.rmtree(tmp, ignore_errors=True)
+    if tmp.exists() and not output.exists():
+      tmp.rmtree()
     raise
   return sig
 
@@ -219,14 +225,13 @@ class ExportedModel:
 def load(directory: str) -> ExportedModel:
   """Reads an export written by `write`; returns a callable of clips. Raises FileNotFoundError /
   ValueError naming the file that is missing or unreadable."""
-  paths = {n: os.path.join(directory, n) for n in (SERIALIZED_FILE, SIGNATURE_FILE)}
+  paths = {n: files.resolve(directory) / n for n in (SERIALIZED_FILE, SIGNATURE_FILE)}
   for path in paths.values():
-    if not os.path.isfile(path):
+    if not path.is_file():
       raise errors.NotFoundError(f'{path}: no such file; {directory} is not an export written '
                                  'by launch.py --mode=export')
   sig = files.read_json(paths[SIGNATURE_FILE])
-  with open(paths[SERIALIZED_FILE], 'rb') as f:
-    data = f.read()
+  data = paths[SERIALIZED_FILE].read_bytes()
   try:
     exported = jax.export.deserialize(bytearray(data))
   except Exception as e:  # pylint: disable=broad-except
@@ -239,7 +244,7 @@ def main(config: ml_collections.ConfigDict, checkpoint: str, output: str,
          platforms: Sequence[str] = DEFAULT_PLATFORMS) -> dict[str, Any]:
   """`--mode=export`: writes the checkpoint's inference function to `output`; returns its
   signature."""
-  weights.check_new(os.path.abspath(output))  # Before loading the model.
+  weights.check_new(output)  # Before loading the model.
   loaded = weights.load(checkpoint, config)
   sig = write(loaded, output, platforms)
   print(f'exported {loaded.description} to {output}: {sig["bytes"] / 1e6:.1f} MB, input '

@@ -139,7 +139,7 @@ def predict_folder(predictor: Predictor, folder: str, output: str | None = None
       print(f'  {os.path.relpath(path, folder)}: {reason}')
   if not predictions:
     raise PredictError(f'{folder}: none of its {len(paths)} video(s) could be read')
-  csv_path = output or os.path.join(folder, CSV_NAME)
+  csv_path = output or os.fspath(files.resolve(folder) / CSV_NAME)
   write_csv(csv_path, predictions, len(predictor.loaded.class_names), relative_to=folder)
   print(f'wrote {len(predictions)} prediction(s) to {csv_path}', flush=True)
   return predictions, failed
@@ -152,6 +152,9 @@ def main(config: ml_collections.ConfigDict, checkpoint: str, input_path: str,
 
   `config` describes the model (a run's own config: `run_directory.resolve_config`)."""
   protocols.check_name(protocol)
+  if files.is_remote(input_path):
+    raise PredictError(f'{input_path}: predict reads local videos; copy them here first (e.g. '
+                       'gcloud storage cp -r)')
   if not os.path.exists(input_path):
     raise PredictError(f'{input_path}: no such file or folder')
   loaded = weights.load(checkpoint, config)

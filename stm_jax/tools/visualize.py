@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from input_pipeline import errors
+from input_pipeline import files
 from input_pipeline import pipeline
 from input_pipeline import protocols
 from input_pipeline import video_clips
@@ -123,6 +124,8 @@ def main(config: ml_collections.ConfigDict, checkpoint: str, input_path: str,
   """`--mode=visualize`: writes the Figure 1 PNG of `input_path` (a video file or JPEG frame
   folder) under the checkpoint's model to `output` (default `<video stem>_stm.png` here);
   prints and returns its path."""
+  if files.is_remote(input_path):
+    raise VisualizeError(f'{input_path}: visualize reads a local video; copy it here first')
   if not os.path.exists(input_path):
     raise errors.NotFoundError(f'{input_path}: no such file or folder')
   if os.path.isdir(input_path) and not video_clips.is_frame_folder(input_path):
@@ -150,8 +153,8 @@ def main(config: ml_collections.ConfigDict, checkpoint: str, input_path: str,
   title = (f'{os.path.basename(os.path.normpath(input_path))}: {name} ({100 * probs[best]:.1f}%)'
            f'  |  {m.temporal_module}, {spec.num_frames} x {spec.crop_size}px')
 
-  path = os.path.abspath(output) if output else default_output(input_path)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
+  path = os.fspath(files.resolve(output)) if output else default_output(input_path)
+  files.resolve(path).parent.mkdir(parents=True, exist_ok=True)
   plot(path, clips[0], maps, title, note)
   print(f'model: {loaded.description}', flush=True)
   print(f'{input_path} ({len(frames)} frames): {name} {100 * probs[best]:.2f}%', flush=True)

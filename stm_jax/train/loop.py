@@ -30,9 +30,8 @@ and a progress bar with ETA on the console.
 
 import contextlib
 import dataclasses
-import os
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from absl import logging
 import jax
@@ -41,6 +40,7 @@ import numpy as np
 
 from input_pipeline import datasets
 from input_pipeline import errors
+from input_pipeline import files
 from input_pipeline import pipeline
 from input_pipeline import protocols
 from stm_jax import models
@@ -106,7 +106,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """Checks the whole config (core/config_check.py) and the initial weights path, before any
   compute; raises a ConfigError naming the bad field."""
   config_check.check(config)
-  if config.init_checkpoint and not os.path.isdir(config.init_checkpoint):
+  if config.init_checkpoint and not files.resolve(config.init_checkpoint).is_dir():
     raise errors.bad_field('init_checkpoint', config.init_checkpoint,
                            'is not a directory (a training run, or weights written by '
                            'launch.py --mode=convert)')
@@ -125,7 +125,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str,
   changed = run_directory.identity_changes(workdir, config)
   if changed and not config.allow_config_change:
     raise errors.ConfigError(
-        f'{os.path.join(workdir, run_directory.CONFIG_FILE)}: this run is another model or '
+        f'{files.resolve(workdir) / run_directory.CONFIG_FILE}: this run is another model or '
         f'dataset than the config: {run_directory.format_changes(changed)}. Resume it with its '
         'own settings (drop these overrides), train the new config in a new --workdir (with '
         f'--config.init_checkpoint={workdir} to start from its weights), or pass '
@@ -372,5 +372,5 @@ def _note_config_changes(workdir: str, config: ml_collections.ConfigDict) -> Non
   found = run_directory.changes(run_directory.flatten(run_directory.read_config(workdir)),
                                 run_directory.flatten(config))
   if found:
-    logging.warning('%s: this start changes %s', os.path.join(workdir, run_directory.CONFIG_FILE),
+    logging.warning('%s: this start changes %s', files.resolve(workdir) / run_directory.CONFIG_FILE,
                     run_directory.format_changes(found))

@@ -8,7 +8,7 @@ Process 0 of a run writes, inside the run's workdir:
   `tensorboard --logdir <workdir>` (or several runs with `--logdir <parent of workdirs>`).
 * `metrics.jsonl`: the same numbers as one JSON object per line,
   `{"step": 100, "split": "train", "time": <unix seconds>, "loss": 2.31, ...}`, flushed after every
-  line, so that scripts, notebooks and tests can read a run without TensorFlow or TensorBoard
+  line (in a bucket: the object rewritten whole each time), so that scripts, notebooks and tests can read a run without TensorFlow or TensorBoard
   (`read_metrics`). Non-finite values (a diverging loss) are written as `null`, since JSON has no
   NaN or Infinity; values that are not scalars (per-class lists, dicts, None) are not logged.
 * `curves.png`: loss and accuracy against step, redrawn from `metrics.jsonl` after every
@@ -84,8 +84,7 @@ def _read_lines(path: str) -> tuple[list[dict[str, Any]], int]:
   """The records of the metrics file at `path` and the number of unreadable lines skipped."""
   records, bad = [], 0
   try:
-    with open(path, encoding='utf-8') as f:
-      lines = f.read().split('\n')
+    lines = files.resolve(path).read_text(encoding='utf-8').split('\n')
   except FileNotFoundError:
     return [], 0
   for number, line in enumerate(lines, 1):
@@ -108,7 +107,7 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """The records of `<workdir>/metrics.jsonl` in order (each has step, split, time and the
   metrics; non-finite values read as None); [] when there is none. Unreadable lines, such as a
   last line cut off by a kill mid-write, are skipped."""
-  return _read_lines(os.path.join(workdir, METRICS_FILE))[0]
+  return _read_lines(files.resolve(workdir) / METRICS_FILE)[0]
 
 
 def _truncate_after(path: str, step: int) -> None:
@@ -122,6 +121,34 @@ def _truncate_after(path: str, step: int) -> None:
                'unreadable lines', path, len(records) - len(keep), step, bad)
   with files.atomic_write(path, encoding='utf-8') as f:
     f.writelines(json.dumps(r) + '\n' for r in keep)
+
+
+class _LineFile:
+  """metrics.jsonl open for adding lines, each on disk when `write` returns: a local file is
+  appended to and flushed; an object in a bucket cannot be appended to, so it is rewritten whole
+  (one upload of the lines so far, kept here; a file of a long run is a few hundred KiB)."""
+
+  def __init__(self, path):
+    self._path = files.resolve(path)
+    self._remote = files.is_remote(self._path)
+    if self._remote:
+      self._text = self._path.read_text(encoding='utf-8') if self._path.exists() else ''
+    else:
+      self._file = open(self._path, 'a', encoding='utf-8')  # pylint: disable=consider-using-with
+
+  def write(self, line: str) -> None:
+    """Adds `line` (ending in a newline) to the file."""
+    if self._remote:
+      self._text += line
+      files.write_bytes(self._path, self._text.encode('utf-8'))
+    else:
+      self._file.write(line)
+      self._file.flush()
+
+  def close(self) -> None:
+    """Closes the local file (a bucket's object is complete after every write)."""
+    if not self._remote:
+      self._file.close()
 
 
 def plot_curves(records: list[dict[str, Any]], path: str) -> bool:
@@ -172,16 +199,17 @@ class RunLog:
     if not enabled:
       return
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, METRICS_FILE)
+    directory = files.resolve(workdir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / METRICS_FILE
     _truncate_after(path, start_step)
-    self._file = open(path, 'a', encoding='utf-8')  # pylint: disable=consider-using-with
+    self._file = _LineFile(path)
     # purge_step hides, in TensorBoard, events of earlier files at steps >= start_step + 1 (also
     # at start_step 0: a workdir with logs but no checkpoint is started over).
     # tensorboardX names event files by the second and truncates an existing one: the suffix
     # keeps a restart within the same second from erasing the previous file, and (as TensorBoard
     # reads a directory's files in name order) sorts the newer file after it.
-    self._writer = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR),
+    self._writer = SummaryWriter(os.fspath(directory / TENSORBOARD_DIR),
                                  purge_step=start_step + 1,
                                  filename_suffix=f'.{time.time_ns():020d}.{os.getpid()}')
     # On a terminal the bar redraws in place; in a log file (a batch job's stderr) each redraw
@@ -209,7 +237,6 @@ class RunLog:
     self._writer.flush()
     self._file.write(_json_line({'step': int(step), 'split': split, 'time': time.time(),
                                  **values}))
-    self._file.flush()
     return values
 
   def train(self, step: int, metrics: dict[str, Any]) -> None:
@@ -236,7 +263,7 @@ class RunLog:
     """Redraws <workdir>/curves.png from metrics.jsonl (nothing when nothing is logged yet)."""
     if not self.enabled:
       return
-    plot_curves(read_metrics(self.workdir), os.path.join(self.workdir, CURVES_FILE))
+    plot_curves(read_metrics(self.workdir), files.resolve(self.workdir) / CURVES_FILE)
 
   def close(self) -> None:
     """Draws the final curves and closes the event writer, the metrics file and the bar."""

@@ -9,6 +9,7 @@ whatever the dataset. Whatever the reader, two videos of a split never share an 
 
 import importlib
 
+from input_pipeline import files
 from input_pipeline.prepare.layouts import common
 
 DATASETS = ('sthv1', 'sthv2', 'jester', 'kinetics400', 'ucf101', 'hmdb51', 'custom')
@@ -23,6 +24,10 @@ def read(config) -> common.Layout:
     raise common.LayoutError(f'config.data.dataset={name!r} has no native layout reader; known: '
                              f'{", ".join(DATASETS)} (or use raw_format=tfrecord, or '
                              'dataset=custom)')
+  if files.is_remote(config.data.raw_dir) and name != 'tfrecord':
+    raise common.LayoutError(
+        f'config.data.raw_dir={config.data.raw_dir!r}: a bucket is read as raw input only for '
+        'raw_format=tfrecord; copy the download to a local disk (or mount the bucket) first')
   module = importlib.import_module(f'input_pipeline.prepare.layouts.{name}')
   layout = module.read(config.data.raw_dir, config)
   common.check_unique_ids(layout, name)

@@ -12,6 +12,7 @@ import os
 from typing import Iterable, Sequence
 
 from input_pipeline import errors
+from input_pipeline import files
 from input_pipeline import video
 
 # Entry kinds: a video file PyAV decodes, a folder of JPEG frames, a record inside a TFRecord file.
@@ -107,13 +108,13 @@ def directories(raw_dir: str, max_depth: int = _MAX_DEPTH) -> list[str]:
 
 
 def check_raw_dir(raw_dir: str) -> str:
-  """Returns `raw_dir` made absolute, or raises LayoutError if it is unset or not a folder."""
+  """Returns `raw_dir` made absolute (a bucket path as given), or raises LayoutError if it is unset or not a folder."""
   if not raw_dir:
     raise LayoutError('config.data.raw_dir is empty: pass --config.data.raw_dir=<the folder where '
                       'you unpacked the official download>')
-  if not os.path.isdir(raw_dir):
+  if not files.resolve(raw_dir).is_dir():
     raise LayoutError(f'config.data.raw_dir={raw_dir!r} is not a folder')
-  return os.path.abspath(raw_dir)
+  return os.fspath(files.resolve(raw_dir))
 
 
 def find_file(raw_dir: str, names: Sequence[str], dirs: Sequence[str] | None = None) -> str | None:

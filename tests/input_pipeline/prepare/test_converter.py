@@ -1,5 +1,6 @@
 """The converter: quarantine, resumption, workers, TFRecord input, metadata, the command line."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,10 +10,12 @@ import pytest
 import tensorflow_datasets as tfds
 
 from input_pipeline import datasets
+from input_pipeline import errors
+from input_pipeline import locks
 from input_pipeline.prepare import converter
 from input_pipeline.prepare import records
 from input_pipeline.prepare.layouts import common
-from input_pipeline.prepare.layouts import tfrecord
+from input_pipeline import tfrecord
 from tests import jax_subprocess
 from tests import video_fixtures as vf
 
@@ -150,14 +153,22 @@ def test_unfinished_conversion_with_other_settings_needs_overwrite(tmp_path, mon
 
 
 def test_a_second_run_on_the_same_dataset_is_refused(tmp_path):
-  import fcntl  # pylint: disable=g-import-not-at-top
   _, config = vf.setup(tmp_path, 'jester')
-  os.makedirs(config.data.data_dir)
-  with open(os.path.join(config.data.data_dir, '.stm_jester.prepare.lock'), 'w') as held:
-    fcntl.flock(held, fcntl.LOCK_EX)
-    with pytest.raises(RuntimeError, match='another prepare of stm_jester is running'):
-      converter.prepare(config)
+  path = os.path.join(config.data.data_dir, '.stm_jester.prepare.lock')
+  held = locks.FileLock(path, 'busy', 'wait')
+  held.acquire()  # A live holder: this process.
+  with pytest.raises(errors.InUseError, match='another prepare of stm_jester is running: pid '):
+    converter.prepare(config)
+  assert not os.path.exists(os.path.join(config.data.data_dir, 'stm_jester'))
+  held.release()
+  # A holder that is gone (a pid that runs nothing) does not block: its lock is replaced.
+  dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                        capture_output=True, text=True, check=True)
+  owner = dict(dataclasses.asdict(locks.LockOwner.this_process()), pid=int(dead.stdout))
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(owner, f)
   assert converter.prepare(config)['converted'] == 6
+  assert not os.path.exists(path)
 
 
 def test_data_source_and_builder_from_directory_agree(tmp_path):
@@ -167,7 +178,7 @@ def test_data_source_and_builder_from_directory_agree(tmp_path):
   assert builder.info.features['label'].names == expected.classes
   source = builder.as_data_source('test')
   assert [source[i] for i in range(len(source))] == vf.read_split(config, 'test')
-  assert datasets.dataset_dir(config).endswith(os.path.join('stm_ucf101', 'split2', '1.0.0'))
+  assert os.fspath(datasets.dataset_dir(config)).endswith(os.path.join('stm_ucf101', 'split2', '1.0.0'))
 
 
 def test_tfds_download_and_prepare_path_gives_the_same_records(tmp_path):

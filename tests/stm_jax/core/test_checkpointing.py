@@ -48,6 +48,16 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
+def tfrecord_data_dir(tmp_path_factory):
+  """The same fixture videos prepared as DMVR TFRecord shards (data.output_format='tfrecord')."""
+  tmp = tmp_path_factory.mktemp('tfrecord_data')
+  _, config = video_fixtures.setup(tmp, 'sthv1')
+  config.data.output_format = 'tfrecord'
+  converter.prepare(config)
+  return config.data.data_dir
+
+
+@pytest.fixture(scope='module')
 def init_checkpoint(tmp_path_factory):
   """Initial weights as `launch.py --mode=convert` writes them (random, shapes from the model)."""
   config = tiny.get_config()
@@ -110,19 +120,26 @@ def steps_on_disk(workdir):
                 if d.isdigit())
 
 
-def test_interrupted_runs_resume_exactly(data_dir, init_checkpoint, tmp_path, tmp_path_factory):
+def test_interrupted_runs_resume_exactly(data_dir, tfrecord_data_dir, init_checkpoint, tmp_path,
+                                         tmp_path_factory):
   env = jax_subprocess.env(tmp_path_factory.getbasetemp() / 'jax_cache')
-  dirs = {name: str(tmp_path / name) for name in ('whole', 'killed', 'terminated', 'diverged')}
+  dirs = {name: str(tmp_path / name)
+          for name in ('whole', 'killed', 'terminated', 'diverged', 'tfrecord')}
+  # The same videos read from TFRecord shards, killed mid-run too: once resumed it must end
+  # where the uninterrupted ArrayRecord run ends, bit for bit, with the same evaluations.
+  from_tfrecord = ('--config.data.format=tfrecord',)
+  data = {name: tfrecord_data_dir if name == 'tfrecord' else data_dir for name in dirs}
   first = {
       'whole': (None, None, ()),
+      'tfrecord': (r'step 7/12', signal.SIGKILL, from_tfrecord),
       'killed': (r'step 6/12', signal.SIGKILL, ()),
       'terminated': (r'step 5/12', signal.SIGTERM, ()),
       'diverged': (None, None, ('--config.optim.base_lr=1e30',
                                 '--config.checkpoint_every_steps=1')),
   }
   with concurrent.futures.ThreadPoolExecutor(len(first)) as pool:
-    futures = {name: pool.submit(run, command(data_dir, dirs[name], *extra, init=init_checkpoint),
-                                 env, trigger, sig)
+    futures = {name: pool.submit(run, command(data[name], dirs[name], *extra,
+                                              init=init_checkpoint), env, trigger, sig)
                for name, (trigger, sig, extra) in first.items()}
     results = {name: f.result() for name, f in futures.items()}
 
@@ -136,6 +153,11 @@ def test_interrupted_runs_resume_exactly(data_dir, init_checkpoint, tmp_path, tm
   killed_at = steps_on_disk(dirs['killed'])
   assert killed_at and killed_at[-1] < TOTAL, killed_at
 
+  rc, log = results['tfrecord']
+  assert rc == -signal.SIGKILL, log[-3000:]
+  tfrecord_at = steps_on_disk(dirs['tfrecord'])
+  assert tfrecord_at and tfrecord_at[-1] < TOTAL, tfrecord_at
+
   rc, log = results['terminated']
   assert rc == 143, log[-3000:]
   preempted = int(re.search(r'preempted at step (\d+) of 12', log).group(1))
@@ -146,12 +168,15 @@ def test_interrupted_runs_resume_exactly(data_dir, init_checkpoint, tmp_path, tm
   assert 'non-finite' in log and 'Traceback' not in log
   assert steps_on_disk(dirs['diverged']) == [1]
 
-  with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    futures = {name: pool.submit(run, command(data_dir, dirs[name], init=init_checkpoint), env)
-               for name in ('killed', 'terminated')}
+  again = {'killed': (), 'terminated': (), 'tfrecord': from_tfrecord}
+  with concurrent.futures.ThreadPoolExecutor(len(again)) as pool:
+    futures = {name: pool.submit(run, command(data[name], dirs[name], *extra,
+                                              init=init_checkpoint), env)
+               for name, extra in again.items()}
     resumed = {name: f.result() for name, f in futures.items()}
   whole = final_variables(dirs['whole'])
-  for name, start in (('killed', killed_at[-1]), ('terminated', preempted)):
+  for name, start in (('killed', killed_at[-1]), ('terminated', preempted),
+                      ('tfrecord', tfrecord_at[-1])):
     rc, log = resumed[name]
     assert rc == 0, log[-3000:]
     assert f'resuming at step {start} of 12' in log and 'initial weights' not in log

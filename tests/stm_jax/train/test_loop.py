@@ -257,7 +257,7 @@ def test_sigterm_before_the_first_step_and_during_the_final_save(tmp_path, monke
     return init(*args, **kwargs)
 
   def sigterm_then_close(self):
-    if self.directory.endswith(checkpointing.CHECKPOINT_DIR):
+    if self.directory.name == checkpointing.CHECKPOINT_DIR:
       os.kill(os.getpid(), signal.SIGTERM)  # While the final save may still be writing.
     close(self)
 
