@@ -14,6 +14,7 @@ device memory.
 
 import argparse
 import datetime
+import os
 import platform
 import statistics
 import time
@@ -24,6 +25,7 @@ from benchmarks import model_speed
 from benchmarks import train_speed
 from configs import default
 from input_pipeline import files
+from input_pipeline import pipeline
 from stm_jax import models
 from stm_jax.models import temporal
 
@@ -100,8 +102,12 @@ def report(reduced: bool, rounds: int, steps: int) -> str:
                  f'{m["clips_per_s"]:.2f} | {m["step_time_s"]:.3f} | '
                  f'{m["data_wait_fraction"]:.3f} | {m["device_peak"]} |')
   impl = models.create(example).channelwise_impl
+  workers, threads = pipeline.loader_size(
+      int(example.data.num_workers), int(example.data.num_threads),
+      accelerator=jax.default_backend() != 'cpu', cores=os.cpu_count() or 1)
   lines += ['', f'channel-wise convs: {impl}; loader: data.num_workers='
-            f'{example.data.num_workers}, data.num_threads={example.data.num_threads}']
+            f'{example.data.num_workers}, data.num_threads={example.data.num_threads} '
+            f'({workers} processes x {threads} threads on this {os.cpu_count()}-core host)']
   return '\n'.join(lines) + '\n'
 
 

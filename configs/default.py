@@ -40,8 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.tsm_placement = 'tsm'
   # Dropout before the classifier (TSN/TSM: 0.5).
   config.model.dropout_rate = 0.5
-  # Compute dtype: float32 or bfloat16. Parameters and BN statistics stay float32.
-  config.model.dtype = 'float32'
+  # Compute dtype: auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16. Parameters
+  # and BN statistics stay float32. A run records the dtype it used in its config.json.
+  config.model.dtype = 'auto'
   # How channel-wise (grouped/depthwise) convs are computed: auto | shift | grouped.
   # Both give the same numbers; auto picks the faster one measured on the backend
   # (docs/benchmarks.md).
@@ -80,10 +81,12 @@ def get_config() -> ml_collections.ConfigDict:
   # num_clips at (c + 1/2) / num_clips (ours); tsm_twice: TSM's and mmaction2's twice_sample, two
   # clips at 1/2 and at 0 of each segment (needs num_clips = 2).
   config.data.test_clip_offsets = 'even'
-  # grain worker processes building batches; 0 = in this process.
-  config.data.num_workers = 0
-  # Threads building batches in each loading process (decode and resize release the GIL).
-  config.data.num_threads = 2
+  # grain worker processes building batches: -1 = auto (hosts with GPUs/TPUs: one a core but
+  # two; CPU-only: 0), 0 = in this process (pipeline.loader_size; README "Throughput").
+  config.data.num_workers = -1
+  # Threads building batches in each loading process (decode and resize release the GIL);
+  # 0 = auto (2).
+  config.data.num_threads = 0
 
   # Preparation (`launch.py --mode=prepare`, input_pipeline/prepare/converter.py).
   # Where the official download was unpacked; the converter finds its files inside.
@@ -153,6 +156,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   # A console line, TensorBoard and metrics.jsonl entry every this many steps.
   config.log_every_steps = 50
+  # Trace training steps (first, last) with jax.profiler into <workdir>/tensorboard/plugins/
+  # profile (TensorBoard's profile tab); () = off. Step 1 includes compilation: trace later ones.
+  config.profile_steps = ()
+  # JAX's persistent compilation cache, so that a resumed run does not recompile: auto =
+  # $JAX_COMPILATION_CACHE_DIR if set, else <workdir>/compilation_cache (a bucket works); '' = off.
+  config.compilation_cache_dir = 'auto'
   # Evaluate on the eval split (val protocol) every this many epochs (may be fractional; 0 =
   # never) and keep the best top-1 checkpoint in <workdir>/best.
   config.eval_every_epochs = 1.0

@@ -39,11 +39,13 @@ The iterator's state (`it.get_state()` / `it.set_state()`, or through Orbax with
 import dataclasses
 import functools
 import math
+import os
 import threading
 from typing import Any, Sequence
 
 from absl import logging
 import grain
+import jax
 import numpy as np
 
 from input_pipeline import errors
@@ -312,20 +314,46 @@ def check_storage(source, spec: ClipSpec, jpeg_quality: int) -> None:
       wanted[1], spec.short_side, stored[0], stored[1])
 
 
+# Cores an accelerator host keeps for the training process itself (device feeding, the loop).
+_TRAINER_CORES = 2
+# Threads per loading process under 'auto': a worker's decode and resize release the GIL.
+_AUTO_THREADS = 2
+
+
+def loader_size(num_workers: int, num_threads: int, *, accelerator: bool,
+                cores: int) -> tuple[int, int]:
+  """(worker processes, threads per process) of the loader for `config.data.num_workers` /
+  `num_threads`, where -1 / 0 mean auto.
+
+  Auto workers: on a host with accelerators, one process per core but the two the trainer
+  needs (at least one): the devices run the step, the host's cores do nothing but decode and
+  augment (about 200 clips/s a core, docs/benchmarks.md), so the loader may take them all. On a
+  CPU-only host, none: the cores compute the step, and processes would only take them from it.
+  Auto threads: 2 a process (decode and resize release the GIL).
+  """
+  if num_workers < 0:
+    num_workers = max(1, cores - _TRAINER_CORES) if accelerator else 0
+  return num_workers, num_threads or _AUTO_THREADS
+
+
 def create_dataset(source: Sequence, config, mode: str, *, shard_index: int | None = None,
                    shard_count: int | None = None, num_workers: int | None = None,
                    num_threads: int | None = None) -> grain.IterDataset:
   """Returns the `mode` pipeline that `config` describes (seed, batch size, data settings).
 
-  Worker and thread counts default to `config.data.num_workers` / `config.data.num_threads`.
+  Worker and thread counts default to `config.data.num_workers` / `config.data.num_threads`,
+  sized by `loader_size` where they say auto.
   """
   _check_mode(mode)
   spec = ClipSpec.from_config(config)
   check_storage(source, spec, int(config.data.jpeg_quality))
+  workers, threads = loader_size(
+      int(config.data.num_workers if num_workers is None else num_workers),
+      int(config.data.num_threads if num_threads is None else num_threads),
+      accelerator=jax.default_backend() != 'cpu', cores=os.cpu_count() or 1)
   kwargs = dict(
       global_batch_size=int(config.batch_size), shard_index=shard_index, shard_count=shard_count,
-      num_workers=int(config.data.num_workers if num_workers is None else num_workers),
-      num_threads=int(config.data.num_threads if num_threads is None else num_threads))
+      num_workers=workers, num_threads=threads)
   if mode == 'train':
     return train_dataset(source, spec, seed=int(config.seed), **kwargs)
   return eval_dataset(source, spec, protocols.from_config(config, mode), **kwargs)

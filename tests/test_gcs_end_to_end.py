@@ -3,7 +3,8 @@
 The user's commands, as `launch.py` subprocesses: a tiny dataset prepared to `gs://`, trained with
 its workdir on `gs://` and killed with SIGKILL after its first checkpoint, trained again (it
 resumes there), evaluated, predicted with the CSV written to the bucket, and exported to the
-bucket. Afterwards the bucket holds every file of the run and no local file or folder named
+bucket; the trainer's compilation cache and a profile of one step are in the bucket too.
+Afterwards the bucket holds every file of the run and no local file or folder named
 `gs:` exists (the mistake of treating a bucket URL as a relative local path). Then the same
 preparation on two hosts at once (jax.distributed on 127.0.0.1), which share the shards, and one
 refused while another holds the dataset's lock.
@@ -76,16 +77,24 @@ def test_prepare_train_resume_eval_predict_export_on_a_bucket(gcs_bucket, tmp_pa
   train = ['--mode=train', f'--config={jax_subprocess.ROOT}/configs/tiny.py', f'--workdir={workdir}',
            *data, '--config.batch_size=2', '--config.optim.epochs=4', '--config.optim.decay_epochs=()',
            '--config.checkpoint_every_steps=2', '--config.log_every_steps=1']
-  rc, out = _launch(*train, env=env, cwd=cwd, kill_after=r'step 5/6')
+  # The compilation cache goes with the run (into the bucket), not the test session's cache.
+  train_env = {k: v for k, v in env.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  rc, out = _launch(*train, env=train_env, cwd=cwd, kill_after=r'step 5/6')
   assert rc == -signal.SIGKILL, out[-3000:]
+  assert 'starting at step 0 of 6' in out and 'float32 (model.dtype=auto on cpu)' in out
   run = files.resolve(workdir)
   steps = checkpointing.Checkpointer(workdir, read_only=True).all_steps()  # Committed ones.
   assert steps and steps[-1] < TOTAL, (steps, [p.name for p in (run / 'checkpoints').iterdir()])
   assert (run / run_directory.LOCK_FILE).exists()  # Left by the killed trainer.
 
-  rc, out = _launch(*train, env=env, cwd=cwd)
+  rc, out = _launch(*train, '--config.profile_steps=(5,5)', env=train_env, cwd=cwd)
   assert rc == 0, out[-3000:]
   assert f'resuming at step {steps[-1]} of {TOTAL}' in out, out[-3000:]
+  loaded = re.search(rf'compilation cache {workdir}/compilation_cache: (\d+) programs loaded', out)
+  assert loaded and int(loaded.group(1)) >= 1, out[-3000:]  # Compiled by the killed run.
+  traces = list((run / 'tensorboard' / 'plugins' / 'profile').glob('*/*.xplane.pb'))
+  assert traces, 'no profile of step 5'
+  assert files.read_json(run / 'config.json')['model']['dtype'] == 'float32'  # auto, resolved.
   for name in ('config.json', 'class_names.json', 'metrics.jsonl', 'curves.png', 'train.log'):
     assert (run / name).is_file(), name
   assert any((run / 'tensorboard').iterdir())

@@ -26,8 +26,7 @@ def check_data(config: ml_collections.ConfigDict, preparing: bool = False) -> No
   `preparing`: `num_classes` may be 0 (the custom layout then takes the count from the data).
   """
   d = config.data
-  for field in ('num_frames', 'crop_size', 'short_side', 'num_clips', 'num_threads',
-                'videos_per_shard'):
+  for field in ('num_frames', 'crop_size', 'short_side', 'num_clips', 'videos_per_shard'):
     _positive_int(f'data.{field}', d[field])
   if not isinstance(d.num_classes, int) or d.num_classes < (0 if preparing else 1):
     raise errors.bad_field('data.num_classes', d.num_classes,
@@ -48,9 +47,11 @@ def check_data(config: ml_collections.ConfigDict, preparing: bool = False) -> No
   if d.eval_split not in ('train', 'validation', 'test'):
     raise errors.bad_field('data.eval_split', d.eval_split,
                            "must be 'validation', 'test' or 'train'")
-  for field in ('num_workers', 'prepare_workers'):
+  if d.num_workers < -1:
+    raise errors.bad_field('data.num_workers', d.num_workers, 'must be >= 0, or -1 (auto)')
+  for field in ('num_threads', 'prepare_workers'):
     if d[field] < 0:
-      raise errors.bad_field(f'data.{field}', d[field], 'must be >= 0')
+      raise errors.bad_field(f'data.{field}', d[field], 'must be >= 0 (0: auto)')
   if d.raw_format not in layouts.FORMATS:
     raise errors.bad_field('data.raw_format', d.raw_format, f'must be one of {layouts.FORMATS}')
   for field in ('format', 'output_format'):
@@ -106,6 +107,11 @@ def check_run(config: ml_collections.ConfigDict) -> None:
   if config.eval_every_epochs < 0:
     raise errors.bad_field('eval_every_epochs', config.eval_every_epochs,
                            'must be >= 0 (0 = never)')
+  steps = tuple(config.profile_steps)
+  if steps and (len(steps) != 2 or not all(isinstance(s, int) for s in steps)
+                or not 1 <= steps[0] <= steps[1]):
+    raise errors.bad_field('profile_steps', config.profile_steps,
+                           'must be () or (first, last) training steps, 1 <= first <= last')
 
 
 def check(config: ml_collections.ConfigDict, mode: str = 'train') -> None:

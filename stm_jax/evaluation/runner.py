@@ -36,6 +36,7 @@ from input_pipeline import errors
 from input_pipeline import files
 from input_pipeline import pipeline
 from input_pipeline import protocols
+from stm_jax import models
 from stm_jax.core import config_check
 from stm_jax.core import run_directory
 from stm_jax.core import sharding
@@ -130,6 +131,7 @@ def open_eval_source(config: ml_collections.ConfigDict) -> Sequence:
 
 # Fields that cannot change a score: how fast, how data is prepared or loaded, how training runs.
 _NOT_SCORING = ('batch_size', 'seed', 'checkpoint_every_steps', 'keep_checkpoints',
+                'profile_steps', 'compilation_cache_dir',
                 'log_every_steps', 'eval_every_epochs', 'init_checkpoint', 'allow_config_change',
                 'model.channelwise_impl', 'model.dropout_rate', 'data.num_workers',
                 'data.num_threads', 'data.raw_dir', 'data.raw_format', 'data.videos_per_shard',
@@ -141,9 +143,13 @@ _NOT_SCORING_SECTIONS = ('optim.', 'convert.')
 
 def scoring_fields(config: ml_collections.ConfigDict | dict[str, Any]) -> dict[str, Any]:
   """The flattened fields of `config` that may change an evaluation's numbers (all but
-  `_NOT_SCORING`: a field added later counts until it is listed there)."""
-  return {k: v for k, v in run_directory.flatten(config).items()
-          if k not in _NOT_SCORING and not k.startswith(_NOT_SCORING_SECTIONS)}
+  `_NOT_SCORING`: a field added later counts until it is listed there). `model.dtype` counts as
+  the dtype it computes in (`auto` resolved for this backend, as a run records it)."""
+  fields = {k: v for k, v in run_directory.flatten(config).items()
+            if k not in _NOT_SCORING and not k.startswith(_NOT_SCORING_SECTIONS)}
+  if fields.get('model.dtype') == 'auto':
+    fields['model.dtype'] = models.compute_dtype('auto')
+  return fields
 
 
 def config_hash(config: ml_collections.ConfigDict | dict[str, Any]) -> str:

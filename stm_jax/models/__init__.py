@@ -50,8 +50,8 @@ def check_model_config(config: ml_collections.ConfigDict) -> None:
     raise errors.bad_field('model.tsm_placement', m.tsm_placement,
                            f"must be one of {resnet.TSM_PLACEMENTS} ('tsm': TSM's own rule, every "
                            'other block where conv4_x has 23+ blocks; every_block: all blocks)')
-  if m.dtype not in DTYPES:
-    raise errors.bad_field('model.dtype', m.dtype, f'must be one of {tuple(DTYPES)}')
+  if m.dtype not in ('auto',) + tuple(DTYPES):
+    raise errors.bad_field('model.dtype', m.dtype, f"must be 'auto' or one of {tuple(DTYPES)}")
   if m.channelwise_impl not in ('auto',) + temporal.IMPLS:
     raise errors.bad_field('model.channelwise_impl', m.channelwise_impl,
                            f"must be 'auto' or one of {temporal.IMPLS}")
@@ -61,6 +61,15 @@ def check_model_config(config: ml_collections.ConfigDict) -> None:
     raise errors.bad_field('data.num_frames', config.data.num_frames, 'must be at least 1')
   if config.data.num_classes < 1:
     raise errors.bad_field('data.num_classes', config.data.num_classes, 'must be at least 1')
+
+
+def compute_dtype(dtype: str) -> str:
+  """The compute dtype a `model.dtype` value names: 'auto' is bfloat16 on GPU and TPU, where it
+  is the fast path (parameters and BN statistics stay float32), and float32 on CPU, where
+  bfloat16 is emulated and slower."""
+  if dtype != 'auto':
+    return dtype
+  return 'float32' if jax.default_backend() == 'cpu' else 'bfloat16'
 
 
 def create(config: ml_collections.ConfigDict) -> resnet.STMResNet:
@@ -88,7 +97,7 @@ def create(config: ml_collections.ConfigDict) -> resnet.STMResNet:
       tsm_fold_div=m.tsm_fold_div,
       dropout_rate=m.dropout_rate,
       channelwise_impl=impl,
-      dtype=DTYPES[m.dtype])
+      dtype=DTYPES[compute_dtype(m.dtype)])
 
 
 def example_clips(config: ml_collections.ConfigDict, batch: int = 1) -> jax.Array:

@@ -31,6 +31,7 @@ import numpy as np
 from input_pipeline import errors
 from input_pipeline import files
 from input_pipeline import video
+from stm_jax import models
 from stm_jax.core import weights
 from stm_jax.models import counting
 from stm_jax.models import resnet
@@ -81,7 +82,7 @@ def architecture(loaded: weights.Weights) -> dict[str, Any]:
       'first_block_only': bool(m.first_block_only),
       'num_classes': int(loaded.config.data.num_classes),
       'params': counting.count_params(loaded.variables['params']),
-      'compute_dtype': m.dtype,
+      'compute_dtype': models.compute_dtype(m.dtype),
   }
 
 

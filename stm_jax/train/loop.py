@@ -30,6 +30,7 @@ and a progress bar with ETA on the console.
 
 import contextlib
 import dataclasses
+import os
 import time
 from typing import Any, Sequence
 
@@ -45,6 +46,7 @@ from input_pipeline import pipeline
 from input_pipeline import protocols
 from stm_jax import models
 from stm_jax.core import checkpointing
+from stm_jax.core import compilation_cache
 from stm_jax.core import config_check
 from stm_jax.core import run_directory
 from stm_jax.core import sharding
@@ -52,6 +54,7 @@ from stm_jax.core import weights
 from stm_jax.evaluation import runner
 from stm_jax.train import optim
 from stm_jax.train import preemption
+from stm_jax.train import profiling
 from stm_jax.train import run_log
 from stm_jax.train import train_state
 
@@ -100,6 +103,25 @@ class Throughput:
               'data_wait_fraction': min(self._wait / elapsed, 1.0)}
     self.restart(step)
     return result
+
+
+# More than this fraction of a log interval waiting for data: the loader is the bottleneck.
+DATA_WAIT_WARNING = 0.10
+
+
+def data_wait_warning(fraction: float, config: ml_collections.ConfigDict) -> str | None:
+  """The one-line warning for a log interval that spent `fraction` of its wall time waiting for
+  the input pipeline, naming the settings to change; None when the loader keeps up."""
+  if fraction <= DATA_WAIT_WARNING:
+    return None
+  cores = os.cpu_count() or 1
+  workers, threads = pipeline.loader_size(
+      int(config.data.num_workers), int(config.data.num_threads),
+      accelerator=jax.default_backend() != 'cpu', cores=cores)
+  return (f'the input pipeline is the bottleneck: {100 * fraction:.0f}% of the time is spent '
+          f'waiting for data ({workers} loader processes x {threads} threads on a {cores}-core '
+          f'host). Raise --config.data.num_workers (and --config.data.num_threads), give the host '
+          'more cores, or store the frames smaller (data.short_side); README "Throughput"')
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -294,6 +316,12 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str,
                   train_source: Sequence | None, eval_source: Sequence | None,
                   watcher: preemption.PreemptionWatcher) -> RunResult:
   """`_train` holding the workdir's lock (released after the final save has finished)."""
+  dtype_note = models.compute_dtype(config.model.dtype)
+  if config.model.dtype == 'auto':
+    dtype_note += f' (model.dtype=auto on {jax.default_backend()})'
+  config = _with_compute_dtype(config)
+  cache_dir = compilation_cache.use(config, workdir)
+  compiled = compilation_cache.CacheCounter()
   mesh = sharding.make_mesh()
   source = datasets.open_source(config, 'train') if train_source is None else train_source
   num_examples = len(source)
@@ -325,19 +353,26 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str,
     last_saved = step if ckpt.all_steps() else None
     log = run_log.RunLog(workdir, total, step, enabled=jax.process_index() == 0)
     saving.callback(log.close)
+    profiler = profiling.StepProfiler(
+        config.profile_steps if jax.process_index() == 0 else (),
+        files.resolve(workdir) / run_log.TENSORBOARD_DIR)
+    saving.callback(profiler.stop)
     log.line(f'{"resuming" if step else "starting"} at step {step} of {total} ({num_examples} '
              f'videos, global batch {config.batch_size}, {jax.device_count()} devices, '
-             f'{config.model.dtype})')
+             f'{dtype_note})')
     pending, metrics = [], {}
     preempted = watcher.requested_before_start()
     if preempted:
       logging.warning('SIGTERM before the first step: stopping at step %d with nothing new', step)
     speed = Throughput(step)
+    intervals, warned_wait = 0, False
     while step < total and not preempted:
+      profiler.before(step + 1)
       with speed.waiting():
         batch = sharding.global_batch(next(data_iter), mesh)
       state, step_metrics = step_fn(state, batch)
       step += 1
+      profiler.after(step, state)
       pending.append((step, step_metrics))
       preempted = watcher.reached(step)
       save = step % config.checkpoint_every_steps == 0 or step == total or preempted
@@ -350,6 +385,11 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str,
                  f'({metrics["clips_per_s"]:.2f} clips/s, '
                  f'{100 * metrics["data_wait_fraction"]:.0f}% waiting for data)')
         log.train(step, metrics)
+        intervals += 1
+        warning = data_wait_warning(metrics['data_wait_fraction'], config)
+        if warning and intervals > 1 and not warned_wait:  # The first one compiles.
+          logging.warning('step %d: %s', step, warning)
+          warned_wait = True
       log.advance(step)
       if step in evaluate_at:  # Before the save: a run killed in between redoes it.
         eval_metrics = _evaluate(config, model, state, mesh, eval_source, step, best, log)
@@ -360,9 +400,23 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str,
         last_saved = step
       if preempted:
         logging.warning('preempted: stopped at step %d after saving; rerun to resume', step)
+    if cache_dir:
+      log.line(f'compilation cache {cache_dir}: {compiled.loaded} programs loaded from it, '
+               f'{compiled.compiled} compiled')
+    if profiler.written:
+      log.line(f'profile of steps {config.profile_steps[0]}-{config.profile_steps[-1]}: '
+               f'{os.path.dirname(profiler.written[0])}')
   # The final save has finished here (ckpt.close), still inside the SIGTERM watcher.
   return RunResult(step=step, total_steps=total, preempted=preempted, metrics=metrics,
                    saved_step=last_saved)
+
+
+def _with_compute_dtype(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` with `model.dtype` resolved (`models.compute_dtype`): what the run computes in, and
+  what its config.json records (a copy; the caller's config is unchanged)."""
+  resolved = config.copy_and_resolve_references()
+  resolved.model.dtype = models.compute_dtype(config.model.dtype)
+  return resolved
 
 
 def _note_config_changes(workdir: str, config: ml_collections.ConfigDict) -> None:

@@ -354,3 +354,14 @@ def test_prepared_dataset_end_to_end(tmp_path):
   source = datasets.open_source(config, 'train')
   batch = take(pipeline.create_dataset(source, config, 'train', shard_index=0, shard_count=1), 1)[0]
   assert batch['clips'].shape == (2, config.data.num_frames, 224, 224, 3)
+
+
+def test_the_loader_sizes_itself_to_the_host():
+  # Accelerators run the step: the loader takes every core but the trainer's two.
+  assert pipeline.loader_size(-1, 0, accelerator=True, cores=16) == (14, 2)
+  assert pipeline.loader_size(-1, 0, accelerator=True, cores=2) == (1, 2)
+  # CPU-only: the cores compute the step, so the loader stays in the training process.
+  assert pipeline.loader_size(-1, 0, accelerator=False, cores=16) == (0, 2)
+  # Numbers given are kept.
+  assert pipeline.loader_size(3, 5, accelerator=True, cores=16) == (3, 5)
+  assert pipeline.loader_size(0, 1, accelerator=True, cores=16) == (0, 1)

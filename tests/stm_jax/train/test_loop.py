@@ -276,3 +276,14 @@ def test_sigterm_before_the_first_step_and_during_the_final_save(tmp_path, monke
   assert result.saved_step == 2
   monkeypatch.setattr(checkpointing.Checkpointer, 'close', close)
   assert weights.load(workdir, config).step == 2  # The final checkpoint is whole.
+
+
+def test_a_starving_loader_is_named_with_the_settings_to_change(monkeypatch):
+  config = tiny.get_config()
+  assert loop.data_wait_warning(0.10, config) is None  # Keeping up: nothing said.
+  monkeypatch.setattr(os, 'cpu_count', lambda: 16)
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  text = loop.data_wait_warning(0.42, config)
+  assert text.startswith('the input pipeline is the bottleneck: 42% of the time is spent waiting')
+  assert '(14 loader processes x 2 threads on a 16-core host)' in text
+  assert '--config.data.num_workers' in text
