@@ -40,6 +40,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.tsm_placement = 'tsm'
   # Dropout before the classifier (TSN/TSM: 0.5).
   config.model.dropout_rate = 0.5
+  # The online (causal) variant: no frame's features depend on a later frame. CSTM's temporal
+  # kernel sees t-1 and t (2 taps), CMM is the difference to the previous frame
+  # (m_t = d_t - r_{t-1}), TSM shifts from the past only (TSM's online shift).
+  config.model.causal = False
   # Compute dtype: auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16. Parameters
   # and BN statistics stay float32. A run records the dtype it used in its config.json.
   config.model.dtype = 'auto'

@@ -97,7 +97,8 @@ def create(config: ml_collections.ConfigDict) -> resnet.STMResNet:
       tsm_fold_div=m.tsm_fold_div,
       dropout_rate=m.dropout_rate,
       channelwise_impl=impl,
-      dtype=DTYPES[compute_dtype(m.dtype)])
+      dtype=DTYPES[compute_dtype(m.dtype)],
+      causal=bool(m.causal))
 
 
 def example_clips(config: ml_collections.ConfigDict, batch: int = 1) -> jax.Array:

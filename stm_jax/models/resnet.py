@@ -70,6 +70,7 @@ class Bottleneck(nn.Module):
   tsm_fold_div: int
   channelwise_impl: str
   dtype: Any
+  causal: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -79,16 +80,17 @@ class Bottleneck(nn.Module):
     self.sow('intermediates', 'block_input', x)
     shortcut = x
     if module.input_shift:
-      x = temporal.temporal_shift(x, self.num_frames, self.tsm_fold_div)
+      x = temporal.temporal_shift(x, self.num_frames, self.tsm_fold_div, self.causal)
     u = nn.relu(norm('bn1')(conv(self.planes, (1, 1), name='conv1')(x)))
 
     v = u
     if module.cstm:
       if self.temporal_conv == 'channelwise':
         v = temporal.ChannelwiseTemporalConv(self.num_frames, self.channelwise_impl, self.dtype,
-                                             name=temporal.CSTM_SCOPE)(u)
+                                             self.causal, name=temporal.CSTM_SCOPE)(u)
       else:
-        v = temporal.FullTemporalConv(self.num_frames, self.dtype, name=temporal.CSTM_SCOPE)(u)
+        v = temporal.FullTemporalConv(self.num_frames, self.dtype, self.causal,
+                                      name=temporal.CSTM_SCOPE)(u)
     a = conv(self.planes, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)),
              name='conv2')(v)
     a = nn.relu(norm('bn2')(a))
@@ -98,7 +100,7 @@ class Bottleneck(nn.Module):
     if module.cmm:
       b = temporal.ChannelwiseMotion(self.planes, self.planes // self.cmm_reduction,
                                      self.num_frames, self.stride, self.channelwise_impl,
-                                     self.dtype, name=temporal.CMM_SCOPE)(u, train)
+                                     self.dtype, self.causal, name=temporal.CMM_SCOPE)(u, train)
       self.sow('intermediates', 'cmm', b)
       if module.concat_fusion:
         a = conv(self.planes, (1, 1), name=temporal.FUSE_SCOPE)(jnp.concatenate([a, b], axis=-1))
@@ -121,7 +123,9 @@ class STMResNet(nn.Module):
   backbone as a batch of `B*T` images with temporal modules mixing frames; returns the
   per-frame logits averaged over T (TSN's segment consensus), `(B, num_classes)`, float32.
   Which blocks hold the temporal module is `module_blocks(blocks, temporal_module, stages,
-  first_block_only, tsm_placement)`.
+  first_block_only, tsm_placement)`. `causal`: the online variant, in which no frame's features
+  depend on a later frame (temporal.py: CSTM with taps t-1 and t, CMM one step back, TSM's
+  online shift); the parameters are those of the offline model but CSTM's (2 taps, not 3).
   """
   num_classes: int
   num_frames: int
@@ -137,6 +141,7 @@ class STMResNet(nn.Module):
   dropout_rate: float = 0.5
   channelwise_impl: str = 'shift'
   dtype: Any = jnp.float32
+  causal: bool = False
 
   @nn.compact
   def __call__(self, clips: jax.Array, train: bool = False) -> jax.Array:
@@ -170,6 +175,7 @@ class STMResNet(nn.Module):
             tsm_fold_div=self.tsm_fold_div,
             channelwise_impl=self.channelwise_impl,
             dtype=self.dtype,
+            causal=self.causal,
             name=f'layer{stage_index + 1}_{block}')(x, train)
 
     x = jnp.mean(x, axis=(1, 2))

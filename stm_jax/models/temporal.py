@@ -72,6 +72,19 @@ def _check_impl(impl: str) -> None:
     raise ValueError(f'channel-wise conv impl {impl!r} is not one of {IMPLS}')
 
 
+def causal_shift_init(key, shape, dtype=jnp.float32):
+  """The causal CSTM's init: a temporal shift of a quarter of the channels from the previous
+  frame, the rest passed through (a kernel `(2, C)` or `(2, C, C)`: taps t-1, t)."""
+  del key
+  channels = shape[1]
+  taps = np.zeros((2, channels), np.float32)
+  taps[0, :channels // 4] = 1.0
+  taps[1, channels // 4:] = 1.0
+  if len(shape) == 2:
+    return jnp.asarray(taps, dtype)
+  return jnp.asarray(taps[:, :, None] * np.eye(channels, dtype=np.float32)[None], dtype)
+
+
 def quarter_shift_init(key, shape, dtype=jnp.float32):
   """CSTM init (paper 4.2): a temporal shift of a quarter of the channels each way.
 
@@ -97,22 +110,27 @@ class ChannelwiseTemporalConv(nn.Module):
   """CSTM's temporal conv: kernel 3 over T, one kernel per channel, no bias, zero padding.
 
   `v_t = w0 * u_{t-1} + w1 * u_t + w2 * u_{t+1}` per channel (cross-correlation).
-  Parameter `kernel`: `(3, C)`.
+  Parameter `kernel`: `(3, C)`. `causal`: taps t-1 and t only, `v_t = w0 * u_{t-1} + w1 * u_t`,
+  kernel `(2, C)` (the online STM: no frame's output waits for a later frame).
   """
   num_frames: int
   impl: str = 'shift'
   dtype: Any = jnp.float32
+  causal: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     _check_impl(self.impl)
     channels = x.shape[-1]
-    kernel = self.param('kernel', quarter_shift_init, (3, channels)).astype(self.dtype)
+    init = causal_shift_init if self.causal else quarter_shift_init
+    kernel = self.param('kernel', init, (2 if self.causal else 3, channels)).astype(self.dtype)
     clips = to_clips(x, self.num_frames)
     if self.impl == 'grouped':
       return _conv_over_time(clips, kernel[:, None, :], groups=channels)
     zeros = jnp.zeros_like(clips[:, :1])
     previous = jnp.concatenate([zeros, clips[:, :-1]], axis=1)
+    if self.causal:
+      return to_frames(previous * kernel[0] + clips * kernel[1])
     following = jnp.concatenate([clips[:, 1:], zeros], axis=1)
     return to_frames(previous * kernel[0] + clips * kernel[1] + following * kernel[2])
 
@@ -120,25 +138,28 @@ class ChannelwiseTemporalConv(nn.Module):
 class FullTemporalConv(nn.Module):
   """The ordinary temporal conv of Table 8: kernel 3 over T, every channel to every channel.
 
-  Parameter `kernel`: `(3, C_in, C_out)`, no bias, initialised as the same quarter shift.
+  Parameter `kernel`: `(3, C_in, C_out)`, no bias, initialised as the same quarter shift;
+  `causal`: `(2, C_in, C_out)`, taps t-1 and t.
   """
   num_frames: int
   dtype: Any = jnp.float32
+  causal: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     channels = x.shape[-1]
-    kernel = self.param('kernel', quarter_shift_init, (3, channels, channels))
+    init = causal_shift_init if self.causal else quarter_shift_init
+    kernel = self.param('kernel', init, (2 if self.causal else 3, channels, channels))
     return _conv_over_time(to_clips(x, self.num_frames), kernel.astype(self.dtype), groups=1)
 
 
 def _conv_over_time(clips: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
-  """Convolves clips `(N, T, H, W, C)` over T by `kernel` `(3, C / groups, C_out)`, zero padding 1;
-  returns frames `(N*T, H, W, C_out)`."""
+  """Convolves clips `(N, T, H, W, C)` over T by `kernel` `(taps, C / groups, C_out)`: 3 taps
+  (t-1, t, t+1) or 2 (t-1, t: causal), zeros beyond the clip; returns frames `(N*T, H, W, C_out)`."""
   n, t, h, w, c = clips.shape
   out = jax.lax.conv_general_dilated(
       clips.reshape(n, t, h * w, c), kernel[:, None], window_strides=(1, 1),
-      padding=((1, 1), (0, 0)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      padding=((1, kernel.shape[0] - 2), (0, 0)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
       feature_group_count=groups)
   return to_frames(out.reshape(n, t, h, w, -1))
 
@@ -169,11 +190,18 @@ class DepthwiseConv3x3(nn.Module):
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=channels)
 
 
-def temporal_shift(x: jax.Array, num_frames: int, fold_div: int = 8) -> jax.Array:
-  """TSM's shift: 1/fold_div of the channels from t+1, the next 1/fold_div from t-1, zeros at the ends."""
+def temporal_shift(x: jax.Array, num_frames: int, fold_div: int = 8,
+                   causal: bool = False) -> jax.Array:
+  """TSM's shift: 1/fold_div of the channels from t+1, the next 1/fold_div from t-1, zeros at the ends.
+
+  `causal` (TSM's online shift): only the first 1/fold_div from t-1, the rest unshifted.
+  """
   clips = to_clips(x, num_frames)
   fold = clips.shape[-1] // fold_div
   zeros = jnp.zeros_like(clips[:, :1, ..., :fold])
+  if causal:
+    from_prev = jnp.concatenate([zeros, clips[:, :-1, ..., :fold]], axis=1)
+    return to_frames(jnp.concatenate([from_prev, clips[..., fold:]], axis=-1))
   from_next = jnp.concatenate([clips[:, 1:, ..., :fold], zeros], axis=1)
   from_prev = jnp.concatenate([zeros, clips[:, :-1, ..., fold:2 * fold]], axis=1)
   return to_frames(jnp.concatenate([from_next, from_prev, clips[..., 2 * fold:]], axis=-1))
@@ -185,6 +213,7 @@ class ChannelwiseMotion(nn.Module):
   `r = BN(conv1x1_{p/r}(u))`, `d = depthwise3x3(r)`, `m_t = d_{t+1} - r_t` with `m_{T-1} = 0`,
   output `conv1x1_p(m)`, max-pooled 2x2 when the block has stride 2 (so it meets CSTM's
   strided 3x3 conv; ceil mode for odd sizes). Submodule names follow the authors' PyTorch (`mb.*`).
+  `causal`: the same operator one step back, `m_t = d_t - r_{t-1}` with `m_0 = 0`.
   """
   planes: int
   reduced: int
@@ -192,6 +221,7 @@ class ChannelwiseMotion(nn.Module):
   stride: int = 1
   impl: str = 'shift'
   dtype: Any = jnp.float32
+  causal: bool = False
 
   @nn.compact
   def __call__(self, u: jax.Array, train: bool) -> jax.Array:
@@ -201,7 +231,8 @@ class ChannelwiseMotion(nn.Module):
     d = DepthwiseConv3x3(impl=self.impl, dtype=self.dtype, name='shift')(r)
     r, d = to_clips(r, self.num_frames), to_clips(d, self.num_frames)
     motion = d[:, 1:] - r[:, :-1]
-    motion = jnp.concatenate([motion, jnp.zeros_like(motion[:, :1])], axis=1)
+    zeros = jnp.zeros_like(motion[:, :1])
+    motion = jnp.concatenate([zeros, motion] if self.causal else [motion, zeros], axis=1)
     out = conv(self.planes, (1, 1), name='conv1x1')(to_frames(motion))
     if self.stride > 1:
       out = max_pool_ceil(out, self.stride)

@@ -111,13 +111,14 @@ DATA_WAIT_WARNING = 0.10
 
 def data_wait_warning(fraction: float, config: ml_collections.ConfigDict) -> str | None:
   """The one-line warning for a log interval that spent `fraction` of its wall time waiting for
-  the input pipeline, naming the settings to change; None when the loader keeps up."""
-  if fraction <= DATA_WAIT_WARNING:
+  the input pipeline, naming the settings to change; None when the loader keeps up, and on a
+  CPU-only host, where the step and the loader share the cores (waiting there is not idle
+  hardware, and more loader processes would only slow the step)."""
+  if fraction <= DATA_WAIT_WARNING or jax.default_backend() == 'cpu':
     return None
   cores = os.cpu_count() or 1
   workers, threads = pipeline.loader_size(
-      int(config.data.num_workers), int(config.data.num_threads),
-      accelerator=jax.default_backend() != 'cpu', cores=cores)
+      int(config.data.num_workers), int(config.data.num_threads), accelerator=True, cores=cores)
   return (f'the input pipeline is the bottleneck: {100 * fraction:.0f}% of the time is spent '
           f'waiting for data ({workers} loader processes x {threads} threads on a {cores}-core '
           f'host). Raise --config.data.num_workers (and --config.data.num_threads), give the host '

@@ -62,15 +62,15 @@ def test_stm_r50_in_bfloat16_gives_float32_logits_to_a_few_percent():
   """What `auto` changes on an accelerator: STM-ResNet-50's logits in bfloat16 (8 bits of
   mantissa) stay within 1% of the largest float32 logit, with the same top-1 class."""
   config = sthv1.get_config()
-  config.data.crop_size = 64  # The real network at a small input, to keep the test short.
+  config.data.crop_size = 32  # The real network at a small input, to keep the test short.
   config.model.dtype = 'float32'
   module = models.create(config)
   variables = jax.jit(lambda: models.init_variables(module, config))()
-  clips = jax.random.randint(jax.random.key(3), (2, 8, 64, 64, 3), 0, 256).astype(jnp.uint8)
+  clips = jax.random.randint(jax.random.key(3), (2, 8, 32, 32, 3), 0, 256).astype(jnp.uint8)
   full = np.asarray(jax.jit(lambda v, x: module.apply(v, x))(variables, clips))
   config.model.dtype = 'bfloat16'
   half_module = models.create(config)
   half = np.asarray(jax.jit(lambda v, x: half_module.apply(v, x))(variables, clips))
   assert half.dtype == np.float32
-  np.testing.assert_allclose(half, full, atol=0.01 * np.abs(full).max())  # Measured: 0.3%.
+  np.testing.assert_allclose(half, full, atol=0.01 * np.abs(full).max())
   np.testing.assert_array_equal(half.argmax(axis=1), full.argmax(axis=1))
