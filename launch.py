@@ -35,6 +35,7 @@ from stm_jax.tools import convert
 from stm_jax.tools import export
 from stm_jax.tools import predict
 from stm_jax.tools import summary
+from stm_jax.tools import timeline
 from stm_jax.tools import visualize
 from stm_jax.train import loop
 from stm_jax.train import preemption
@@ -93,8 +94,9 @@ flags.DEFINE_string('input', None, 'convert: a .pth, .safetensors or .npz state 
                     'recursively). visualize: a video file.')
 flags.DEFINE_string('output', None, 'convert: the weights directory to write. predict: '
                     'the CSV to write (default: <folder>/predictions.csv for a folder, none for '
-                    'one video). visualize: the PNG (default: <video name>_stm.png). export: the '
-                    'directory to create (must not exist).')
+                    'one video); with --timeline, the folder of the timeline files (default: the '
+                    'current directory). visualize: the PNG (default: <video name>_stm.png). '
+                    'export: the directory to create (must not exist).')
 flags.DEFINE_string('checkpoint', None, 'predict, visualize, export: a training run directory '
                     '(its best, else latest checkpoint, config and class names) or weights '
                     'written by --mode=convert (model from --config).')
@@ -103,6 +105,14 @@ flags.DEFINE_string('workdir', None, 'train: the run directory (checkpoints); a 
                     f'demo: where it writes everything (default: {DEMO_WORKDIR}).')
 flags.DEFINE_enum('eval_protocol', 'val', ('val', 'test'),
                   'eval, predict: val (1 clip, centre crop) or test (num_clips x num_crops views).')
+flags.DEFINE_bool('timeline', False, 'predict: slide a clip window along one video and write '
+                  '<video stem>_timeline.csv (top-5 per window) and _timeline.png into --output '
+                  '(stm_jax/tools/timeline.py).')
+flags.DEFINE_bool('annotate', False, 'predict --timeline: also write <video stem>_annotated.mp4, '
+                  'the video with each moment\'s top class drawn on it (no audio).')
+flags.DEFINE_float('window_s', timeline.WINDOW_S, 'predict --timeline: window length, seconds.')
+flags.DEFINE_float('stride_s', timeline.STRIDE_S, 'predict --timeline: seconds from one window '
+                   'to the next.')
 flags.DEFINE_string('checkpoint_step', None, 'eval: the checkpoint to evaluate: a step number, '
                     'or best (the best validation top-1 kept during training); default: latest.')
 flags.DEFINE_enum('distributed', 'auto', ('auto', 'yes', 'no'),
@@ -185,6 +195,14 @@ def _eval(config) -> None:
 
 
 def _predict(config) -> None:
+  if FLAGS.timeline:
+    timeline.main(config, FLAGS.checkpoint, _required('input', '<video file>'), FLAGS.output,
+                  window_s=FLAGS.window_s, stride_s=FLAGS.stride_s, annotate=FLAGS.annotate,
+                  protocol=FLAGS.eval_protocol)
+    return
+  given = [f'--{name}' for name in ('annotate', 'window_s', 'stride_s') if FLAGS[name].present]
+  if given:
+    raise errors.UserError(f'{", ".join(given)}: for the timeline of a video only; add --timeline')
   predict.main(config, FLAGS.checkpoint, _required('input', '<video file or folder>'),
                FLAGS.output, FLAGS.eval_protocol)
 

@@ -78,7 +78,8 @@ def check_same_run(config: ml_collections.ConfigDict, run_dir: str) -> None:
   if not run_directory.has_config(run_dir):
     return
   stored = files.read_json(os.path.join(run_dir, run_directory.CONFIG_FILE))
-  if stored != json.loads(config.to_json()):
+  # As the trainer records it: model.dtype=auto resolved for this backend.
+  if stored != json.loads(loop.with_compute_dtype(config).to_json()):
     raise errors.ExistsError(f'{run_dir} holds a run made with other settings: delete it or '
                              'choose another demo workdir (--workdir)')
 

@@ -320,7 +320,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str,
   dtype_note = models.compute_dtype(config.model.dtype)
   if config.model.dtype == 'auto':
     dtype_note += f' (model.dtype=auto on {jax.default_backend()})'
-  config = _with_compute_dtype(config)
+  config = with_compute_dtype(config)
   cache_dir = compilation_cache.use(config, workdir)
   compiled = compilation_cache.CacheCounter()
   mesh = sharding.make_mesh()
@@ -412,7 +412,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str,
                    saved_step=last_saved)
 
 
-def _with_compute_dtype(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def with_compute_dtype(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config` with `model.dtype` resolved (`models.compute_dtype`): what the run computes in, and
   what its config.json records (a copy; the caller's config is unchanged)."""
   resolved = config.copy_and_resolve_references()
