@@ -22,7 +22,7 @@ import dataclasses
 import fractions
 import os
 import struct
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import av
 from av.sidedata import sidedata
@@ -172,26 +172,41 @@ def _fps(stream) -> float:
   return float(rate) if isinstance(rate, (fractions.Fraction, int, float)) and rate else 0.0
 
 
-def video_to_jpegs(path: str, short_side: int, quality: int,
-                   threads: int = 1) -> tuple[list[bytes], float]:
-  """Decodes every frame of a video file; returns (JPEG frames at `short_side`, source fps).
+def decoded_frames(path: str, convert: Callable, threads: int = 1) -> Iterator:
+  """Yields `convert(frame, stream)` for every frame of a video file, in order, one at a time (a
+  long video is never held whole); after the last one, raises VideoError for a frameless,
+  truncated or corrupt file, as `video_to_jpegs` does.
 
   `threads` is the decoder's thread count: 1 when there is a worker process per core (threads
-  would only compete), more when fewer workers than cores run. Raises VideoError for missing,
-  empty, unreadable, frameless, truncated or corrupt files.
+  would only compete), more when fewer workers than cores run.
   """
   with _open(path) as container:
     stream = _video_stream(container, threads)
     expected = _expected_frames(container, stream)
-    fps = _fps(stream)
-    frames, error = [], None
+    count, error = 0, None
     try:
       for frame in container.decode(stream):
-        frames.append(_frame_to_jpeg(frame, stream, short_side, quality))
+        yield convert(frame, stream)
+        count += 1
     except (av.FFmpegError, OSError, ValueError) as e:
       error = e
-  _check_decoded(len(frames), expected, error)
-  return frames, fps
+  _check_decoded(count, expected, error)
+
+
+def video_to_jpegs(path: str, short_side: int, quality: int,
+                   threads: int = 1) -> tuple[list[bytes], float]:
+  """Decodes every frame of a video file; returns (JPEG frames at `short_side`, source fps).
+
+  Raises VideoError for missing, empty, unreadable, frameless, truncated or corrupt files.
+  """
+  fps = []
+
+  def convert(frame, stream):
+    if not fps:
+      fps.append(_fps(stream))
+    return _frame_to_jpeg(frame, stream, short_side, quality)
+  frames = list(decoded_frames(path, convert, threads))
+  return frames, fps[0]
 
 
 class SampledFrames:

@@ -47,7 +47,7 @@ import math
 import os
 import sys
 import tempfile
-from typing import Callable, Iterator
+from typing import Callable
 
 import av
 import cv2
@@ -185,23 +185,6 @@ def _probe(path: str) -> tuple[fractions.Fraction, float, float]:
   return rate, float(rate), duration
 
 
-def _decoded(path: str, convert: Callable, threads: int) -> Iterator:
-  """Yields `convert(frame, stream)` of each frame of the video in order; ends with the checks of
-  `video.video_to_jpegs` (VideoError for a frameless, truncated or corrupt video)."""
-  # pylint: disable=protected-access
-  with video._open(path) as container:
-    stream = video._video_stream(container, threads)
-    expected = video._expected_frames(container, stream)
-    count, error = 0, None
-    try:
-      for frame in container.decode(stream):
-        yield convert(frame, stream)
-        count += 1
-    except (av.FFmpegError, OSError, ValueError) as e:
-      error = e
-  video._check_decoded(count, expected, error)
-
-
 def _progress(duration: float, what: str) -> tqdm.tqdm:
   """A progress bar over the video's seconds on stderr, shown for long videos only."""
   interactive = sys.stderr.isatty()
@@ -248,7 +231,7 @@ def score_video(path: str, logits_fn: LogitsFn, spec: pipeline.ClipSpec, *, jpeg
     return video.encode(video.frame_to_rgb(frame, stream, spec.storage_short_side), jpeg_quality)
 
   with _progress(duration, 'timeline') as bar:
-    for jpeg in _decoded(path, store, threads):
+    for jpeg in video.decoded_frames(path, store, threads):
       held.append(jpeg)
       count += 1
       max_held = max(max_held, len(held))
@@ -365,7 +348,7 @@ def write_annotated(path: str, output: str, timeline: Timeline, class_names: lis
   try:
     with av.open(tmp, 'w', format='mp4') as container, _progress(duration, 'annotate') as bar:
       stream = None
-      frames = _decoded(path, lambda f, s: video.frame_to_rgb(f, s, 0), threads)
+      frames = video.decoded_frames(path, lambda f, s: video.frame_to_rgb(f, s, 0), threads)
       for i, rgb in enumerate(frames):
         if stream is None:
           stream = container.add_stream(codec, rate=rate)
