@@ -34,6 +34,7 @@ from stm_jax.evaluation import runner
 from stm_jax.tools import convert
 from stm_jax.tools import export
 from stm_jax.tools import predict
+from stm_jax.tools import stream
 from stm_jax.tools import summary
 from stm_jax.tools import timeline
 from stm_jax.tools import visualize
@@ -54,8 +55,8 @@ DEMO_WORKDIR = 'stm_demo'
 # The default --config, found beside this file whatever the current directory.
 _DEFAULT_RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'sthv1.py')
 USER_ERROR_EXIT_CODE = 2
-MODE_NAMES = ('demo', 'summary', 'convert', 'prepare', 'train', 'eval', 'predict', 'visualize',
-              'export')
+MODE_NAMES = ('demo', 'summary', 'convert', 'prepare', 'train', 'eval', 'predict', 'stream',
+              'visualize', 'export')
 
 FLAGS = flags.FLAGS
 
@@ -91,7 +92,8 @@ except _FLAG_ERRORS as error:
   _exit_with_flag_error(error, sys.argv)
 flags.DEFINE_string('input', None, 'convert: a .pth, .safetensors or .npz state dict. predict: a '
                     'video file, a folder of JPEG frames, or a folder of videos (searched '
-                    'recursively). visualize: a video file.')
+                    'recursively). stream: a video file or a capture device (/dev/video0). '
+                    'visualize: a video file.')
 flags.DEFINE_string('output', None, 'convert: the weights directory to write. predict: '
                     'the CSV to write (default: <folder>/predictions.csv for a folder, none for '
                     'one video); with --timeline, the folder of the timeline files (default: the '
@@ -110,7 +112,13 @@ flags.DEFINE_bool('timeline', False, 'predict: slide a clip window along one vid
                   '(stm_jax/tools/timeline.py).')
 flags.DEFINE_bool('annotate', False, 'predict --timeline: also write <video stem>_annotated.mp4, '
                   'the video with each moment\'s top class drawn on it (no audio).')
-flags.DEFINE_float('window_s', timeline.WINDOW_S, 'predict --timeline: window length, seconds.')
+flags.DEFINE_float('window_s', timeline.WINDOW_S, 'predict --timeline: window length, seconds. '
+                   'stream: the seconds the running clip score covers (frames are taken at '
+                   'num_frames / window_s per second).')
+flags.DEFINE_bool('realtime', False, 'stream: read a video file at its own speed (as a camera '
+                  'gives frames), not as fast as it decodes.')
+flags.DEFINE_bool('streaming', False, 'export: serialise the online model\'s streaming step '
+                  '(state and one frame in, logits and state out) instead of the clip model.')
 flags.DEFINE_float('stride_s', timeline.STRIDE_S, 'predict --timeline: seconds from one window '
                    'to the next.')
 flags.DEFINE_string('checkpoint_step', None, 'eval: the checkpoint to evaluate: a step number, '
@@ -207,12 +215,18 @@ def _predict(config) -> None:
                FLAGS.output, FLAGS.eval_protocol)
 
 
+def _stream(config) -> None:
+  stream.main(config, FLAGS.checkpoint, _required('input', '<video file or /dev/video<N>>'),
+              window_s=FLAGS.window_s, realtime=FLAGS.realtime)
+
+
 def _visualize(config) -> None:
   visualize.main(config, FLAGS.checkpoint, _required('input', '<video file>'), FLAGS.output)
 
 
 def _export(config) -> None:
-  export.main(config, FLAGS.checkpoint, _required('output', '<new directory>'))
+  export.main(config, FLAGS.checkpoint, _required('output', '<new directory>'),
+              streaming_step=FLAGS.streaming)
 
 
 def _convert(config) -> None:
@@ -229,6 +243,7 @@ MODES = {
     'train': (_train, None),
     'eval': (_eval, 'workdir'),
     'predict': (_predict, 'checkpoint'),
+    'stream': (_stream, 'checkpoint'),
     'visualize': (_visualize, 'checkpoint'),
     'export': (_export, 'checkpoint'),
 }

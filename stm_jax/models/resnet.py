@@ -71,6 +71,7 @@ class Bottleneck(nn.Module):
   channelwise_impl: str
   dtype: Any
   causal: bool = False
+  streaming: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -79,7 +80,9 @@ class Bottleneck(nn.Module):
     module = temporal.TEMPORAL_MODULES[self.temporal_module]
     self.sow('intermediates', 'block_input', x)
     shortcut = x
-    if module.input_shift:
+    if module.input_shift and self.streaming:
+      x = temporal.streaming_shift(self, x, self.tsm_fold_div)
+    elif module.input_shift:
       x = temporal.temporal_shift(x, self.num_frames, self.tsm_fold_div, self.causal)
     u = nn.relu(norm('bn1')(conv(self.planes, (1, 1), name='conv1')(x)))
 
@@ -87,9 +90,10 @@ class Bottleneck(nn.Module):
     if module.cstm:
       if self.temporal_conv == 'channelwise':
         v = temporal.ChannelwiseTemporalConv(self.num_frames, self.channelwise_impl, self.dtype,
-                                             self.causal, name=temporal.CSTM_SCOPE)(u)
+                                             self.causal, self.streaming,
+                                             name=temporal.CSTM_SCOPE)(u)
       else:
-        v = temporal.FullTemporalConv(self.num_frames, self.dtype, self.causal,
+        v = temporal.FullTemporalConv(self.num_frames, self.dtype, self.causal, self.streaming,
                                       name=temporal.CSTM_SCOPE)(u)
     a = conv(self.planes, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)),
              name='conv2')(v)
@@ -100,7 +104,8 @@ class Bottleneck(nn.Module):
     if module.cmm:
       b = temporal.ChannelwiseMotion(self.planes, self.planes // self.cmm_reduction,
                                      self.num_frames, self.stride, self.channelwise_impl,
-                                     self.dtype, self.causal, name=temporal.CMM_SCOPE)(u, train)
+                                     self.dtype, self.causal, self.streaming,
+                                     name=temporal.CMM_SCOPE)(u, train)
       self.sow('intermediates', 'cmm', b)
       if module.concat_fusion:
         a = conv(self.planes, (1, 1), name=temporal.FUSE_SCOPE)(jnp.concatenate([a, b], axis=-1))
@@ -126,6 +131,9 @@ class STMResNet(nn.Module):
   first_block_only, tsm_placement)`. `causal`: the online variant, in which no frame's features
   depend on a later frame (temporal.py: CSTM with taps t-1 and t, CMM one step back, TSM's
   online shift); the parameters are those of the offline model but CSTM's (2 taps, not 3).
+  The per-frame logits, `(B, T, num_classes)` float32, are sown as `intermediates/frame_logits`.
+  `streaming` (causal only; models/streaming.py builds it): clips of one frame, the temporal
+  operators' previous frame taken from the `cache` collection; same parameters.
   """
   num_classes: int
   num_frames: int
@@ -142,6 +150,7 @@ class STMResNet(nn.Module):
   channelwise_impl: str = 'shift'
   dtype: Any = jnp.float32
   causal: bool = False
+  streaming: bool = False
 
   @nn.compact
   def __call__(self, clips: jax.Array, train: bool = False) -> jax.Array:
@@ -176,9 +185,12 @@ class STMResNet(nn.Module):
             channelwise_impl=self.channelwise_impl,
             dtype=self.dtype,
             causal=self.causal,
+            streaming=self.streaming,
             name=f'layer{stage_index + 1}_{block}')(x, train)
 
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = nn.Dense(self.num_classes, dtype=self.dtype, name='fc')(x)
-    return jnp.mean(x.astype(jnp.float32).reshape(batch, frames, -1), axis=1)
+    frame_logits = x.astype(jnp.float32).reshape(batch, frames, -1)
+    self.sow('intermediates', 'frame_logits', frame_logits)
+    return jnp.mean(frame_logits, axis=1)

@@ -7,6 +7,11 @@ Each channel-wise convolution has two implementations with the same parameters:
 `grouped` (an XLA convolution with `feature_group_count`, the reference form) and `shift`
 (the same sum written as shifted multiply-adds, which XLA fuses into one loop and which is
 far faster where grouped convolutions are slow, e.g. XLA:CPU).
+
+Streaming (`streaming=True`, causal operators only; models/streaming.py): the network sees one
+frame at a time, `(N, H, W, C)`, and each operator takes what it needs of the previous frame from
+the `cache` collection (`previous_frame`) instead of from a neighbour in the clip, so that a frame
+streamed after the frames before it gets the features the causal clip model gives it.
 """
 
 import dataclasses
@@ -55,6 +60,8 @@ TEMPORAL_MODULES = {
 }
 # Every scope any temporal module adds: a checkpoint without them holds a backbone only.
 TEMPORAL_SCOPES = (CSTM_SCOPE, CMM_SCOPE, FUSE_SCOPE)
+# The variable collection that carries a stream's state from one frame to the next.
+CACHE = 'cache'
 
 
 def to_clips(x: jax.Array, num_frames: int) -> jax.Array:
@@ -65,6 +72,28 @@ def to_clips(x: jax.Array, num_frames: int) -> jax.Array:
 def to_frames(x: jax.Array) -> jax.Array:
   """Reshapes clips `(N, T, ...)` into frames `(N*T, ...)`."""
   return x.reshape((-1,) + x.shape[2:])
+
+
+def previous_frame(module: nn.Module, name: str, x: jax.Array) -> jax.Array:
+  """Streaming: the value `x` had at the previous frame (zeros before the first), remembering `x`
+  for the next one, in `module`'s `cache` variable `name`.
+
+  Flax's decoding-cache idiom: an apply that finds no cache (with `mutable=['cache']`) creates it,
+  as zeros, and changes nothing; every later apply reads it and writes `x` into it. Zeros are what
+  the causal clip operators pad the first frame with, so a stream starts as a clip does.
+  """
+  initialized = module.has_variable(CACHE, name)
+  cached = module.variable(CACHE, name, jnp.zeros, x.shape, x.dtype)
+  previous = cached.value
+  if initialized:
+    cached.value = x
+  return previous
+
+
+def _check_streaming(module: nn.Module) -> None:
+  if module.streaming and not module.causal:
+    raise ValueError(f'{type(module).__name__}: streaming needs the causal operator (causal=True): '
+                     'the offline one looks at the next frame')
 
 
 def _check_impl(impl: str) -> None:
@@ -111,19 +140,24 @@ class ChannelwiseTemporalConv(nn.Module):
 
   `v_t = w0 * u_{t-1} + w1 * u_t + w2 * u_{t+1}` per channel (cross-correlation).
   Parameter `kernel`: `(3, C)`. `causal`: taps t-1 and t only, `v_t = w0 * u_{t-1} + w1 * u_t`,
-  kernel `(2, C)` (the online STM: no frame's output waits for a later frame).
+  kernel `(2, C)` (the online STM: no frame's output waits for a later frame). `streaming`: `x` is
+  one frame, `u_{t-1}` comes from the cache.
   """
   num_frames: int
   impl: str = 'shift'
   dtype: Any = jnp.float32
   causal: bool = False
+  streaming: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     _check_impl(self.impl)
+    _check_streaming(self)
     channels = x.shape[-1]
     init = causal_shift_init if self.causal else quarter_shift_init
     kernel = self.param('kernel', init, (2 if self.causal else 3, channels)).astype(self.dtype)
+    if self.streaming:
+      return previous_frame(self, 'input', x) * kernel[0] + x * kernel[1]
     clips = to_clips(x, self.num_frames)
     if self.impl == 'grouped':
       return _conv_over_time(clips, kernel[:, None, :], groups=channels)
@@ -139,28 +173,39 @@ class FullTemporalConv(nn.Module):
   """The ordinary temporal conv of Table 8: kernel 3 over T, every channel to every channel.
 
   Parameter `kernel`: `(3, C_in, C_out)`, no bias, initialised as the same quarter shift;
-  `causal`: `(2, C_in, C_out)`, taps t-1 and t.
+  `causal`: `(2, C_in, C_out)`, taps t-1 and t. `streaming`: `x` is one frame, `u_{t-1}` comes
+  from the cache.
   """
   num_frames: int
   dtype: Any = jnp.float32
   causal: bool = False
+  streaming: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    _check_streaming(self)
     channels = x.shape[-1]
     init = causal_shift_init if self.causal else quarter_shift_init
     kernel = self.param('kernel', init, (2 if self.causal else 3, channels, channels))
-    return _conv_over_time(to_clips(x, self.num_frames), kernel.astype(self.dtype), groups=1)
+    kernel = kernel.astype(self.dtype)
+    if self.streaming:  # The two frames (t-1, t) as a clip, convolved without padding: frame t.
+      pair = jnp.stack([previous_frame(self, 'input', x), x], axis=1)
+      return _conv_over_time(pair, kernel, groups=1, padded=False)
+    return _conv_over_time(to_clips(x, self.num_frames), kernel, groups=1)
 
 
-def _conv_over_time(clips: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
+def _conv_over_time(clips: jax.Array, kernel: jax.Array, groups: int,
+                    padded: bool = True) -> jax.Array:
   """Convolves clips `(N, T, H, W, C)` over T by `kernel` `(taps, C / groups, C_out)`: 3 taps
-  (t-1, t, t+1) or 2 (t-1, t: causal), zeros beyond the clip; returns frames `(N*T, H, W, C_out)`."""
+  (t-1, t, t+1) or 2 (t-1, t: causal), zeros beyond the clip (`padded`; else only the frames
+  whose taps all fall inside it); returns frames `(N*T', H, W, C_out)`."""
   n, t, h, w, c = clips.shape
+  padding = (1, kernel.shape[0] - 2) if padded else (0, 0)
   out = jax.lax.conv_general_dilated(
       clips.reshape(n, t, h * w, c), kernel[:, None], window_strides=(1, 1),
-      padding=((1, kernel.shape[0] - 2), (0, 0)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      padding=(padding, (0, 0)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
       feature_group_count=groups)
+  t = out.shape[1]
   return to_frames(out.reshape(n, t, h, w, -1))
 
 
@@ -207,13 +252,22 @@ def temporal_shift(x: jax.Array, num_frames: int, fold_div: int = 8,
   return to_frames(jnp.concatenate([from_next, from_prev, clips[..., 2 * fold:]], axis=-1))
 
 
+def streaming_shift(module: nn.Module, x: jax.Array, fold_div: int = 8) -> jax.Array:
+  """TSM's online shift on one frame `(N, H, W, C)`: its first 1/fold_div of the channels replaced
+  by the previous frame's (the cache of `module`), as `temporal_shift(..., causal=True)` does."""
+  fold = x.shape[-1] // fold_div
+  previous = previous_frame(module, 'shifted', x[..., :fold])
+  return jnp.concatenate([previous, x[..., fold:]], axis=-1)
+
+
 class ChannelwiseMotion(nn.Module):
   """CMM (paper 3.2): feature-level motion between adjacent frames.
 
   `r = BN(conv1x1_{p/r}(u))`, `d = depthwise3x3(r)`, `m_t = d_{t+1} - r_t` with `m_{T-1} = 0`,
   output `conv1x1_p(m)`, max-pooled 2x2 when the block has stride 2 (so it meets CSTM's
   strided 3x3 conv; ceil mode for odd sizes). Submodule names follow the authors' PyTorch (`mb.*`).
-  `causal`: the same operator one step back, `m_t = d_t - r_{t-1}` with `m_0 = 0`.
+  `causal`: the same operator one step back, `m_t = d_t - r_{t-1}` with `m_0 = 0`. `streaming`:
+  `u` is one frame; `r_{t-1}`, and whether there was a previous frame, come from the cache.
   """
   planes: int
   reduced: int
@@ -222,18 +276,26 @@ class ChannelwiseMotion(nn.Module):
   impl: str = 'shift'
   dtype: Any = jnp.float32
   causal: bool = False
+  streaming: bool = False
 
   @nn.compact
   def __call__(self, u: jax.Array, train: bool) -> jax.Array:
+    _check_streaming(self)
     conv = layers.conv(self.dtype)
     r = conv(self.reduced, (1, 1), name='stage_conv')(u)
     r = layers.batch_norm(train, self.dtype, name='stage_bn')(r)
     d = DepthwiseConv3x3(impl=self.impl, dtype=self.dtype, name='shift')(r)
-    r, d = to_clips(r, self.num_frames), to_clips(d, self.num_frames)
-    motion = d[:, 1:] - r[:, :-1]
-    zeros = jnp.zeros_like(motion[:, :1])
-    motion = jnp.concatenate([zeros, motion] if self.causal else [motion, zeros], axis=1)
-    out = conv(self.planes, (1, 1), name='conv1x1')(to_frames(motion))
+    if self.streaming:
+      # 0 at the first frame (m_0 = 0), 1 once a previous frame exists.
+      started = previous_frame(self, 'started', jnp.ones(r.shape[:1] + (1, 1, 1), r.dtype))
+      motion = (d - previous_frame(self, 'reduced', r)) * started
+    else:
+      r, d = to_clips(r, self.num_frames), to_clips(d, self.num_frames)
+      motion = d[:, 1:] - r[:, :-1]
+      zeros = jnp.zeros_like(motion[:, :1])
+      motion = to_frames(jnp.concatenate([zeros, motion] if self.causal else [motion, zeros],
+                                         axis=1))
+    out = conv(self.planes, (1, 1), name='conv1x1')(motion)
     if self.stride > 1:
       out = max_pool_ceil(out, self.stride)
     return out

@@ -15,6 +15,12 @@ the input, including the JPEG round trip the frames of the prepared dataset went
 with its block counts and parameter count, beside the raw `model` fields). `load(directory)` gives it back as a function of
 clips; any program with the same or a newer jax can call it, no model code needed. The output
 directory must not exist; it is written under a temporary name and renamed when complete.
+
+`--streaming` exports the online model's streaming step instead (a causal run only;
+models/streaming.py): `(state, frames) -> (frame_logits, clip_logits, state)`, frames uint8
+`(B, crop, crop, 3)`, the state a dict of arrays with the same symbolic batch, zeros at the start
+of a stream; `signature.json` says `"kind": "streaming_step"` and lists the state's arrays.
+`load` gives back an `ExportedStream` (`initial_state(batch)`, then call it frame by frame).
 """
 
 import dataclasses
@@ -35,12 +41,14 @@ from stm_jax import models
 from stm_jax.core import weights
 from stm_jax.models import counting
 from stm_jax.models import resnet
+from stm_jax.models import streaming
 from stm_jax.models import temporal
 
 SERIALIZED_FILE = 'model.stablehlo'
 SIGNATURE_FILE = 'signature.json'
 DEFAULT_PLATFORMS = ('cpu', 'cuda', 'tpu')
 BATCH = 'b'
+CLIP_MODEL, STREAMING_STEP = 'clip_model', 'streaming_step'  # signature.json's "kind".
 
 
 def input_shape(loaded: weights.Weights) -> tuple[Any, ...]:
@@ -62,6 +70,21 @@ def export_model(loaded: weights.Weights,
 
   clips = jax.ShapeDtypeStruct(input_shape(loaded), jnp.uint8)
   return jax.export.export(jax.jit(logits), platforms=tuple(platforms))(clips)
+
+
+def export_streaming_step(loaded: weights.Weights,
+                          platforms: Sequence[str] = DEFAULT_PLATFORMS) -> jax.export.Exported:
+  """Exports `loaded`'s streaming step (a causal model's; state and uint8 frames -> frame logits,
+  clip logits, state), variables closed over as constants, the batch of streams polymorphic."""
+  step = streaming.create_step(loaded.config)
+  variables = jax.device_get(loaded.variables)
+  crop = int(loaded.config.data.crop_size)
+  batch, = jax.export.symbolic_shape(BATCH)
+  state = jax.tree.map(lambda s: jax.ShapeDtypeStruct((batch,) + s.shape[1:], s.dtype),
+                       step.state_shapes(variables, 1, crop))
+  frames = jax.ShapeDtypeStruct((batch, crop, crop, 3), jnp.uint8)
+  return jax.export.export(jax.jit(lambda s, f: step(variables, s, f)),
+                           platforms=tuple(platforms))(state, frames)
 
 
 def architecture(loaded: weights.Weights) -> dict[str, Any]:
@@ -131,19 +154,54 @@ def preprocessing(config) -> dict[str, Any]:
   }
 
 
+def _shape(aval) -> list[int | str]:
+  return [d if isinstance(d, int) else str(d) for d in aval.shape]
+
+
+def _streaming_fields(exported: jax.export.Exported) -> dict[str, Any]:
+  """signature.json's description of a streaming step's inputs and outputs."""
+  state_avals = exported.in_avals[:-1]
+  paths = [jax.tree_util.keystr(path) for path, _ in
+           jax.tree_util.tree_flatten_with_path(exported.in_tree.unflatten(
+               list(exported.in_avals))[0][0])[0]]
+  return {
+      'kind': STREAMING_STEP,
+      'input': {
+          'state': [{'path': p, 'shape': _shape(a), 'dtype': str(a.dtype)}
+                    for p, a in zip(paths, state_avals)],
+          'frames': {'shape': _shape(exported.in_avals[-1]), 'dtype': 'uint8',
+                     'meaning': 'one RGB frame per stream (batch, height, width, channel), '
+                                'values 0-255, cut as the val protocol cuts a clip\'s frames'},
+          'meaning': 'call(state, frames); the state of a new stream is all zeros',
+      },
+      'output': {
+          'frame_logits': {'shape': _shape(exported.out_avals[0]), 'dtype': 'float32'},
+          'clip_logits': {'shape': _shape(exported.out_avals[1]), 'dtype': 'float32',
+                          'meaning': 'the mean of the last num_frames frames\' logits'},
+          'state': 'the next call\'s state',
+      },
+  }
+
+
 def signature(loaded: weights.Weights, exported: jax.export.Exported,
               num_bytes: int) -> dict[str, Any]:
   """What `signature.json` says about an export: shapes, dtypes, clip geometry, classes, origin."""
   data = loaded.config.data
-  shape = lambda aval: [d if isinstance(d, int) else str(d) for d in aval.shape]
+  if len(exported.in_avals) == 1:
+    fields = {
+        'kind': CLIP_MODEL,
+        'input': {'shape': _shape(exported.in_avals[0]), 'dtype': 'uint8',
+                  'meaning': 'RGB clips (batch, frames, height, width, channel), values 0-255'},
+        'output': {'shape': _shape(exported.out_avals[0]), 'dtype': 'float32',
+                   'meaning': 'logits; softmax over the last axis gives class probabilities'},
+    }
+  else:
+    fields = _streaming_fields(exported)
   return {
       'format': 'jax.export serialized StableHLO (jax.export.deserialize)',
       'file': SERIALIZED_FILE,
       'bytes': num_bytes,
-      'input': {'shape': shape(exported.in_avals[0]), 'dtype': 'uint8',
-                'meaning': 'RGB clips (batch, frames, height, width, channel), values 0-255'},
-      'output': {'shape': shape(exported.out_avals[0]), 'dtype': 'float32',
-                 'meaning': 'logits; softmax over the last axis gives class probabilities'},
+      **fields,
       'num_frames': int(data.num_frames),
       'crop_size': int(data.crop_size),
       'short_side': int(data.short_side),
@@ -163,15 +221,16 @@ def signature(loaded: weights.Weights, exported: jax.export.Exported,
   }
 
 
-def write(loaded: weights.Weights, output: str,
-          platforms: Sequence[str] = DEFAULT_PLATFORMS) -> dict[str, Any]:
-  """Exports `loaded` into the new directory `output`; returns its signature.
+def write(loaded: weights.Weights, output: str, platforms: Sequence[str] = DEFAULT_PLATFORMS,
+          streaming_step: bool = False) -> dict[str, Any]:
+  """Exports `loaded` (its clip model, or with `streaming_step` its streaming step) into the new
+  directory `output`; returns its signature.
 
   Raises FileExistsError if `output` exists: an export is never overwritten.
   """
   output = files.resolve(output)
   weights.check_new(output)
-  exported = export_model(loaded, platforms)
+  exported = (export_streaming_step if streaming_step else export_model)(loaded, platforms)
   data = exported.serialize()
   sig = signature(loaded, exported, len(data))
   if files.is_remote(output):
@@ -223,9 +282,44 @@ class ExportedModel:
     return self._call(clips)
 
 
-def load(directory: str) -> ExportedModel:
-  """Reads an export written by `write`; returns a callable of clips. Raises FileNotFoundError /
-  ValueError naming the file that is missing or unreadable."""
+@dataclasses.dataclass
+class ExportedStream:
+  """A loaded streaming-step export: `state = initial_state(batch)`, then
+  `frame_logits, clip_logits, state = stream(state, frames)` for each new frame."""
+  exported: jax.export.Exported
+  signature: dict[str, Any]
+  directory: str
+
+  def __post_init__(self):
+    self._call = jax.jit(self.exported.call)
+
+  @property
+  def class_names(self) -> list[str]:
+    """The class names, by logit index."""
+    return self.signature['class_names']
+
+  def initial_state(self, batch: int = 1) -> Any:
+    """The state of `batch` new streams (zeros, in the structure the step takes)."""
+    zeros = [np.zeros((batch,) + tuple(a.shape[1:]), a.dtype) for a in self.exported.in_avals]
+    (state, _), _ = self.exported.in_tree.unflatten(zeros)
+    return state
+
+  def __call__(self, state, frames) -> tuple[jax.Array, jax.Array, Any]:
+    """(frame logits, clip logits, new state) after `frames`; raises a UserError naming the export
+    if the frames' shape or dtype differ."""
+    frames = np.asarray(frames) if not isinstance(frames, jax.Array) else frames
+    want = self.signature['input']['frames']['shape'][1:]
+    if frames.ndim != 4 or list(frames.shape[1:]) != want or frames.dtype != np.uint8:
+      raise errors.UserError(f'{self.directory}: expects uint8 frames of shape (batch, '
+                             f'{", ".join(map(str, want))}), got {frames.dtype} '
+                             f'{tuple(frames.shape)}')
+    return self._call(state, frames)
+
+
+def load(directory: str) -> ExportedModel | ExportedStream:
+  """Reads an export written by `write`; returns a callable of clips (or, for a streaming step,
+  of a state and frames). Raises NotFoundError / UserError naming the file that is missing or
+  unreadable."""
   paths = {n: files.resolve(directory) / n for n in (SERIALIZED_FILE, SIGNATURE_FILE)}
   for path in paths.values():
     if not path.is_file():
@@ -238,17 +332,26 @@ def load(directory: str) -> ExportedModel:
   except Exception as e:  # pylint: disable=broad-except
     raise errors.UserError(f'{paths[SERIALIZED_FILE]}: not a serialized jax.export module '
                            f'({type(e).__name__}: {e})') from None
-  return ExportedModel(exported=exported, signature=sig, directory=directory)
+  kind = ExportedStream if sig.get('kind') == STREAMING_STEP else ExportedModel
+  return kind(exported=exported, signature=sig, directory=directory)
 
 
 def main(config: ml_collections.ConfigDict, checkpoint: str, output: str,
-         platforms: Sequence[str] = DEFAULT_PLATFORMS) -> dict[str, Any]:
-  """`--mode=export`: writes the checkpoint's inference function to `output`; returns its
-  signature."""
+         platforms: Sequence[str] = DEFAULT_PLATFORMS,
+         streaming_step: bool = False) -> dict[str, Any]:
+  """`--mode=export`: writes the checkpoint's inference function (or, `streaming_step`, the
+  online model's streaming step) to `output`; returns its signature."""
   weights.check_new(output)  # Before loading the model.
+  if streaming_step:
+    streaming.check_causal(config)
   loaded = weights.load(checkpoint, config)
-  sig = write(loaded, output, platforms)
-  print(f'exported {loaded.description} to {output}: {sig["bytes"] / 1e6:.1f} MB, input '
-        f'uint8 {tuple(sig["input"]["shape"])}, output float32 {tuple(sig["output"]["shape"])}, '
+  sig = write(loaded, output, platforms, streaming_step)
+  if streaming_step:
+    shapes = (f'input a state of {len(sig["input"]["state"])} arrays and uint8 frames '
+              f'{tuple(sig["input"]["frames"]["shape"])}')
+  else:
+    shapes = (f'input uint8 {tuple(sig["input"]["shape"])}, output float32 '
+              f'{tuple(sig["output"]["shape"])}')
+  print(f'exported {loaded.description} to {output}: {sig["bytes"] / 1e6:.1f} MB, {shapes}, '
         f'platforms {", ".join(sig["platforms"])}', flush=True)
   return sig
