@@ -3,17 +3,17 @@
 For a label after each new frame an offline model must score the whole clip of the last T frames
 again (T frames of work per frame); the online model's streaming step runs one frame through the
 network with the previous frame's values carried in its state (models/streaming.py). Printed, as
-a markdown table, per program: the latency of one call (median of the rounds, each the mean of
-`--calls` calls run to completion), the frames a call takes in, the latency to a new frame's label
-and the frames per second that sustains:
+a markdown table, per program: the frames a call takes in, the latency to a new frame's label
+(one call run to completion: the median of the rounds, each the mean of `--calls` calls) and the
+labels per second that sustains:
 
-  stream step    causal model, 1 frame + state          label latency = one call
-  causal clip    causal model, T frames (clip scoring)  label latency = one call
-  offline clip   offline STM, T frames (clip scoring)   label latency = one call
+  stream step    causal model, 1 frame + state
+  causal clip    causal model, the last T frames (the clip scored again)
+  offline clip   offline STM, the last T frames (the clip scored again)
 
 Rounds are interleaved across the programs, so a noisy shared machine slows all of them alike.
 
-  python benchmarks/streaming_speed.py --depth=50 --frames=8 --size=224 --rounds=3
+  PYTHONPATH=. python benchmarks/streaming_speed.py --depth=50 --frames=8 --size=224 --rounds=3
 """
 
 import argparse
@@ -100,14 +100,14 @@ def main():
         f'({jax.devices()[0].device_kind}), {platform.processor() or platform.machine()}; '
         f'jax {jax.__version__}, flax {flax.__version__}; median of {args.rounds} rounds of '
         f'{args.calls} calls\n')
-  print('| program | frames per call | latency per call (ms) | latency to a new frame\'s label '
-        '(ms) | labels/s | vs stream step |')
-  print('|---|---|---|---|---|---|')
+  print('| program | frames per call | latency to a new frame\'s label (ms) | labels/s | '
+        'vs stream step |')
+  print('|---|---|---|---|---|')
   base = statistics.median(times['stream step'])
   for name, (_, frames) in programs.items():
     latency = statistics.median(times[name])
-    print(f'| {name} | {frames} | {latency * 1e3:.1f} | {latency * 1e3:.1f} | '
-          f'{1 / latency:.1f} | {latency / base:.2f}x |')
+    print(f'| {name} | {frames} | {latency * 1e3:.1f} | {1 / latency:.1f} | '
+          f'{latency / base:.2f}x |')
 
 
 if __name__ == '__main__':
