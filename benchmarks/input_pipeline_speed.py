@@ -1,20 +1,21 @@
 """Train input pipeline speed: our grain pipeline (ArrayRecord, TFRecord) vs a TSM-style PIL loader.
 
   python -m benchmarks.input_pipeline_speed [--videos=32 --frames_per_video=48 --clips=160]
-      [--formats=array_record,tfrecord --read_frames=48,300]
+      [--formats=array_record,tfrecord --read_frames=48,300 --noclips_table]
 
 Every row makes the same training clips (T=8, TSN sampling, multi-scale crop with the 4 TSM scales
 and 5 positions, resize to 224, random flip; uint8 `(T, 224, 224, 3)` out) from the same frames:
 synthetic 256x340 JPEG frames (quality 90, 4:2:0, ~25 kB, as the converter writes them).
-  ours (ArrayRecord)  one ArrayRecord file in the converter's record format (one record per video:
-            TFDS features, read and deserialized as `tfds.data_source` does), through
+  ours (ArrayRecord)  the converter's layout: a TFDS shard of video records and its frame file,
+            one ArrayRecord record a frame (`frames.ArrayRecordSource`: the video's record
+            deserialized as `tfds.data_source` does, then the sampled frames' records), through
             `pipeline.train_dataset`: simplejpeg decode of the sampled frames, OpenCV crop+resize.
             In one process with one thread (1 core), and with 1 and 2 grain worker processes.
   ours (TFRecord)  the same videos in one TFRecord file of DMVR SequenceExamples, one record per
             video, as `--mode=prepare --config.data.output_format=tfrecord` writes them
-            (`prepare.tfrecord_writer`), read by `tfrecord.TFRecordSource` (one ranged read of the
-            record, both CRC-32Cs checked, the SequenceExample parsed into the same record dict),
-            through the same pipeline, in the same configurations.
+            (`prepare.tfrecord_writer`), read by `tfrecord.TFRecordSource` (the sampled frames'
+            bytes by ranged reads through the cached frame index, each CRC-32C-checked), through
+            the same pipeline, in the same configurations.
   baseline  TSM's loader (TSNDataSet + GroupMultiScaleCrop + GroupRandomHorizontalFlip): PIL
             opens each sampled frame from a folder of JPEG files, crops and resizes with PIL,
             stacked as uint8 and collated into batches (TSM's float conversion and normalisation
@@ -26,17 +27,21 @@ wall time; rounds are interleaved across loaders and each loader's best round is
 rows can only give wall clips/s over the cores they had (the workers' CPU time is not visible
 from here).
 
-A second table times one `source[i]` of each format directly, for videos of each `--read_frames`
-length (CPU microseconds a record, best of the interleaved rounds), split into the file read,
-TFRecord's framing + CRC-32C checks, and the decode into the record dict (TFDS example
-deserialization for ArrayRecord, SequenceExample parse for TFRecord). Our cost grows with the video
-length, the baseline's does not: a record holds the whole video. On the shared 2-core machine of
-docs/benchmarks.md (load ~3, 2026-12-01) one record cost ~0.68 ms (ArrayRecord) and ~0.57 ms
-(TFRecord) at 48 frames, ~7.8 ms and ~6.4 ms at 300 frames (Kinetics' 10 s at 30 fps), when
-decoding the 8 sampled frames costs ~2.5 ms (measured 2026-11-24). TFRecord's plain ranged read
-(~0.1 ms at 48 frames) plus its framing and CRC-32C checks (~0.12 ms: the CRC over the payload
-and copies of it) cost less than ArrayRecord's read through its reader (~0.4 ms); the
-SequenceExample parse and the TFDS deserialization cost about the same (~0.25 ms).
+A second table times the read and the decode of one training clip (T=8 frames sampled as training
+samples them, `sampling.train_indices`) from videos of each `--read_frames` length (CPU
+microseconds a clip, best of the interleaved rounds), for each format as stored now and as stored
+before (one record holding the whole video), and the ratio of the clip rate at the longest length
+to the rate at the shortest. Each length gets the same number of frames (`--read_total_frames`: 50
+videos of 48 frames, 8 of 300), so the files are the same size and CPU caches favour no length,
+and rounds interleave every length and source:
+  ArrayRecord (frame records)  the video's small TFDS record, then its sampled frames' records from
+            the shard's frame file (`frames.ArrayRecordSource`), as `--mode=prepare` writes them;
+  TFRecord (frame index)  the index's metadata, the video's rows of the frame table (one ranged
+            read), then the sampled frames' bytes (`files.read_ranges`), each CRC-32C-checked
+            (`tfrecord.TFRecordSource`);
+  ... (whole record, before)  the layouts before: the ArrayRecord record of the whole video,
+            deserialized as TFDS does, and the TFRecord record read whole, both CRCs checked, and
+            parsed. Their cost grows with the video's length; the frame layouts' does not.
 """
 
 import os
@@ -51,9 +56,11 @@ import numpy as np
 from PIL import Image
 import simplejpeg
 
-from input_pipeline import files
+from input_pipeline import frames as frames_lib
 from input_pipeline import pipeline
+from input_pipeline import sampling
 from input_pipeline import tfrecord
+from input_pipeline import transforms
 from input_pipeline.prepare import records
 from input_pipeline.prepare import tfrecord_writer
 
@@ -66,9 +73,13 @@ _WORKERS = flags.DEFINE_list('workers', ['1', '2'], 'grain worker counts to time
 _FORMATS = flags.DEFINE_list('formats', ['array_record', 'tfrecord'],
                              'Record formats our pipeline reads (array_record, tfrecord).')
 _READ_FRAMES = flags.DEFINE_list('read_frames', ['48', '300'],
-                                 'Frames per video of the per-record read table (empty: none).')
-_READ_VIDEOS = flags.DEFINE_integer('read_videos', 8, 'Videos of each length in the read table.')
-_READS = flags.DEFINE_integer('reads', 64, 'source[i] calls timed per measurement (read table).')
+                                 'Frames per video of the per-clip read table (empty: none).')
+_READ_TOTAL = flags.DEFINE_integer(
+    'read_total_frames', 2400, 'Frames of each length\'s videos in the read table (300-frame '
+    'videos: 8; 48-frame: 50): the same bytes at every length, so CPU caches favour none.')
+_READS = flags.DEFINE_integer('reads', 64, 'Clips read per measurement (read table).')
+_CLIPS_TABLE = flags.DEFINE_bool('clips_table', True,
+                                 'Time the clips table (ours vs the TSM-style loader) too.')
 
 T, CROP, HEIGHT, WIDTH = 8, 224, 256, 340
 _DATASET_SIZE = 200_000
@@ -94,36 +105,13 @@ def _record(v: int, frames: list[bytes]) -> dict:
           'frames': frames, 'label_name': None}
 
 
-class RecordFile:
-  """Random access to an ArrayRecord file of video records, deserialized as `tfds.data_source` does.
+class _Cycled:
+  """A source presented as `size` videos cycling over the written ones: grain's index shuffle
+  costs 1.5 ms an element on a 16-element dataset and 4 us from ~100k elements on (a real
+  dataset's size)."""
 
-  Presented as `size` videos cycling over the written ones: grain's index shuffle costs 1.5 ms an
-  element on a 16-element dataset and 4 us from ~100k elements on (a real dataset's size).
-  """
-
-  def __init__(self, path: str, size: int):
-    import grain  # pylint: disable=g-import-not-at-top
-    self._source = grain.sources.ArrayRecordDataSource([path])
-    self._features = records.features(num_classes=1000)
-    self._size = size
-
-  def __len__(self):
-    return self._size
-
-  def __getitem__(self, i):
-    return self._features.deserialize_example_np(self._source[i % len(self._source)])
-
-
-class TFRecordFile:
-  """Random access to a TFRecord file of video records through `tfrecord.TFRecordSource`.
-
-  Presented as `size` videos cycling over the written ones, as `RecordFile` is, so that grain's
-  index shuffle costs the same on both formats. The shard's offset index is built when this is
-  made (one walk of the file) and cached beside it, as training does on its first start.
-  """
-
-  def __init__(self, path: str, size: int):
-    self._source = tfrecord.TFRecordSource([path])
+  def __init__(self, source, size: int):
+    self._source = source
     self._size = size
 
   def __len__(self):
@@ -133,14 +121,76 @@ class TFRecordFile:
     return self._source[i % len(self._source)]
 
 
+class VideoRecords:
+  """An ArrayRecord file of TFDS-serialized records, deserialized as `tfds.data_source` does."""
+
+  def __init__(self, path: str, features):
+    import grain  # pylint: disable=g-import-not-at-top
+    self._source = grain.sources.ArrayRecordDataSource([path])
+    self._features = features
+
+  def __len__(self):
+    return len(self._source)
+
+  def __getitem__(self, i):
+    return self._features.deserialize_example_np(self._source[i])
+
+
+def one_record_features():
+  """The video record of the layout before frame records: every frame inside it."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds.features.FeaturesDict({
+      'id': tfds.features.Scalar(dtype=np.str_),
+      'label': tfds.features.ClassLabel(num_classes=1000),
+      'num_frames': tfds.features.Scalar(dtype=np.int32),
+      'fps': tfds.features.Scalar(dtype=np.float32),
+      'frames': tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_)),
+  })
+
+
+class WholeTFRecord:
+  """TFRecord as read before the frame index: the whole record, both CRCs checked, parsed."""
+
+  def __init__(self, path: str):
+    self._path = path
+    self._rows = tfrecord.load_index(path)['records']
+
+  def __len__(self):
+    return len(self._rows)
+
+  def __getitem__(self, i):
+    offset, length = self._rows[i][0], self._rows[i][1]
+    return tfrecord.parse(tfrecord.read_record(self._path, offset, length))
+
+
 def write_array_record(path: str, videos: list[list[bytes]]) -> None:
-  """Writes the videos as one ArrayRecord file of the converter's TFDS records."""
+  """Writes the videos as the converter does: a TFDS shard of video records at `path` (a shard
+  name) and its frame file, one record a frame (`prepare/records.py`)."""
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   features = records.features(num_classes=1000)
+  shard = array_record_module.ArrayRecordWriter(path, records.WRITER_OPTIONS)
+  frame_file = array_record_module.ArrayRecordWriter(frames_lib.frames_file(path),
+                                                     records.WRITER_OPTIONS)
+  first = 0
+  for v, frames in enumerate(videos):
+    rec = _record(v, frames)
+    for data in frames:
+      frame_file.write(data)
+    shard.write(features.serialize_example({k: rec[k] for k in ('id', 'label', 'num_frames',
+                                                                 'fps')} | {'first_frame': first}))
+    first += len(frames)
+  shard.close()
+  frame_file.close()
+
+
+def write_one_record_array_record(path: str, videos: list[list[bytes]]) -> None:
+  """Writes the videos in the layout before frame records: one record holding a whole video."""
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  features = one_record_features()
   writer = array_record_module.ArrayRecordWriter(path, records.WRITER_OPTIONS)
   for v, frames in enumerate(videos):
     rec = _record(v, frames)
-    del rec['label_name']  # as records.write_shard does: TFDS features have no such key
+    del rec['label_name']
     writer.write(features.serialize_example(rec))
   writer.close()
 
@@ -164,9 +214,15 @@ def write_files(root: str, videos: list[list[bytes]], formats: list[str]) -> dic
   return paths
 
 
-def open_source(fmt: str, path: str, size: int):
-  """Our training source of format `fmt` over the file `path`, `size` videos long."""
-  return RecordFile(path, size) if fmt == 'array_record' else TFRecordFile(path, size)
+def open_source(fmt: str, path: str, size: int = 0):
+  """Our training source of format `fmt` over the file `path` (`size` videos long, cycling, if
+  given): `frames.ArrayRecordSource` or `tfrecord.TFRecordSource`, as training opens them."""
+  if fmt == 'array_record':
+    videos = VideoRecords(path, records.features(num_classes=1000))
+    source = frames_lib.ArrayRecordSource(videos, [path], [len(videos)])
+  else:
+    source = tfrecord.TFRecordSource([path])
+  return _Cycled(source, size) if size else source
 
 
 def write_frame_folders(root: str, videos: list[list[bytes]]) -> list[str]:
@@ -316,93 +372,100 @@ def time_ours(source, num_workers: int, num_threads: int, clips: int,
   return steps * batch / wall, steps * batch / cpu
 
 
-def read_parts(fmt: str, path: str) -> tuple[list[bytes], dict[str, Callable[[int], object]]]:
-  """The parts of one `source[i]` of format `fmt` over `path`: (payloads, {part: fn(i)}).
-
-  'read' is the file read alone; 'checked' (TFRecord) the read with the framing and both CRC
-  checks, so that its extra over 'read' is what the checks cost; 'decode' turns record i's
-  payload, read beforehand, into the record dict; 'total' is the training source's own
-  `source[i]`, timed as a whole.
-  """
+def clip_sources(fmt: str, root: str, videos: list[list[bytes]]) -> dict[str, object]:
+  """The sources of the read table for format `fmt`: {name: source} as stored now and before."""
+  paths = write_files(root, videos, [fmt])
+  path = paths[fmt]
+  read_all(path)
   if fmt == 'array_record':
-    source = RecordFile(path, 1)
-    raw = source._source  # pylint: disable=protected-access
-    deserialize = source._features.deserialize_example_np  # pylint: disable=protected-access
-    payloads = [raw[i] for i in range(len(raw))]
-    return payloads, {'read': lambda i: raw[i], 'decode': lambda i: deserialize(payloads[i]),
-                      'total': lambda i: source[i]}
-  source = tfrecord.TFRecordSource([path])
-  rows = tfrecord.load_index(path)['records']  # [offset, payload length, ...]: the cached index
-  payloads = [tfrecord.read_record(path, r[0], r[1]) for r in rows]
-  framing = 16  # a record's header (8-byte length + its CRC) and footer (the payload's CRC)
-  return payloads, {
-      'read': lambda i: files.read_range(path, rows[i][0], rows[i][1] + framing),
-      'checked': lambda i: tfrecord.read_record(path, rows[i][0], rows[i][1]),
-      'decode': lambda i: tfrecord.parse(payloads[i]),
-      'total': lambda i: source[i]}
+    read_all(frames_lib.frames_file(path))
+    before = os.path.join(root, 'before-train.array_record-00000-of-00001')
+    write_one_record_array_record(before, videos)
+    read_all(before)
+    return {'ArrayRecord (frame records)': open_source(fmt, path),
+            'ArrayRecord (whole record, before)': VideoRecords(before, one_record_features())}
+  return {'TFRecord (frame index)': open_source(fmt, path),
+          'TFRecord (whole record, before)': WholeTFRecord(path)}
 
 
-def time_reads(parts: dict[str, Callable[[int], object]], order: np.ndarray) -> dict[str, float]:
-  """CPU microseconds a call of each part, over the record indices in `order`."""
-  times = {}
-  for part, fn in parts.items():
-    cpu = time.process_time()
-    for i in order:
-      fn(int(i))
-    times[part] = (time.process_time() - cpu) / len(order) * 1e6
-  return times
+def time_clip_reads(source, order: np.ndarray, seed: int) -> tuple[float, float]:
+  """CPU microseconds a clip to read (`source[i]` and its sampled frames) and to decode them,
+  over the videos in `order`, with training's sampling (seeded by `seed`)."""
+  rng = np.random.default_rng(seed)
+  read = []
+  cpu = time.process_time()
+  for i in order:
+    rec = source[int(i)]
+    frames = rec['frames']
+    indices = list(dict.fromkeys(sampling.train_indices(len(frames), T, rng).tolist()))
+    take = getattr(frames, 'take', None)
+    read.append(take(indices) if take else [frames[k] for k in indices])
+  read_us = (time.process_time() - cpu) / len(order) * 1e6
+  cpu = time.process_time()
+  for data in read:
+    transforms.decode(data, range(len(data)))
+  return read_us, (time.process_time() - cpu) / len(order) * 1e6
 
 
 def read_table(formats: list[str], lengths: list[int], rng: np.random.Generator) -> list[tuple]:
-  """Times `source[i]` of each format for videos of each length; returns the table's rows.
+  """Times a clip's read and decode from each source for videos of each length; returns rows
+  (source name, frames, {'read', 'decode', 'total': best CPU us over the rounds, 'rounds': the
+  total of each round}).
 
-  Each row: (format, frames, mean serialized record kB, {part: best CPU us over the rounds}).
+  Every length gets `--read_total_frames` frames in all (fewer, longer videos), and the rounds
+  interleave every (length, source), so that neither the CPU caches nor the machine's load over
+  time favour a length.
   """
-  rows = []
-  for length in lengths:
-    videos = [synthetic_frames(length, rng) for _ in range(_READ_VIDEOS.value)]
-    with tempfile.TemporaryDirectory() as root:
-      paths = write_files(root, videos, formats)
-      parts, record_kb = {}, {}
+  sources = {}
+  with tempfile.TemporaryDirectory() as root:
+    for length in lengths:
+      videos = [synthetic_frames(length, rng)
+                for _ in range(max(1, _READ_TOTAL.value // length))]
       for fmt in formats:
-        read_all(paths[fmt])
-        payloads, parts[fmt] = read_parts(fmt, paths[fmt])
-        record_kb[fmt] = np.mean([len(p) for p in payloads]) / 1024
-        time_reads(parts[fmt], np.arange(len(payloads)))  # warm-up: every record once
-      order = rng.integers(len(videos), size=_READS.value)
-      best = {fmt: {} for fmt in formats}
-      for _ in range(_REPEATS.value):  # interleaved rounds, as for the clips table
-        for fmt in formats:
-          for part, us in time_reads(parts[fmt], order).items():
-            best[fmt][part] = min(us, best[fmt].get(part, float('inf')))
-      rows += [(fmt, length, record_kb[fmt], best[fmt]) for fmt in formats]
-  return rows
+        folder = os.path.join(root, f'{fmt}-{length}')
+        os.makedirs(folder)
+        for name, source in clip_sources(fmt, folder, videos).items():
+          sources[(name, length)] = (source, rng.integers(len(videos), size=_READS.value))
+    for source, _ in sources.values():  # warm-up: every video once
+      time_clip_reads(source, np.arange(len(source)), 0)
+    best = {key: {'rounds': []} for key in sources}
+    for r in range(_REPEATS.value):
+      for key, (source, order) in sources.items():
+        read_us, decode_us = time_clip_reads(source, order, r)
+        best[key]['rounds'].append(read_us + decode_us)
+        for part, us in (('read', read_us), ('decode', decode_us), ('total', read_us + decode_us)):
+          best[key][part] = min(us, best[key].get(part, float('inf')))
+  return [(name, length, best[(name, length)]) for name, length in sources]
 
 
 def print_read_table(rows: list[tuple]) -> None:
-  """Prints the per-record table: the parts of one `source[i]` and its total, per format."""
-  print('\nOne `source[i]`, CPU microseconds a record (best of '
-        f'{_REPEATS.value} rounds of {_READS.value} random reads over {_READ_VIDEOS.value} videos, '
-        'page cache warm):\n')
-  print('| source | frames/video | record (kB) | file read | + framing, CRC-32C | decode to dict | '
-        'us per source[i] | vs ArrayRecord |')
-  print('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
-  totals = {length: t['total'] for fmt, length, _, t in rows if fmt == 'array_record'}
-  for fmt, length, kb, t in rows:
-    checks = f'{max(0.0, t["checked"] - t["read"]):.0f}' if 'checked' in t else '-'
-    ratio = f'{t["total"] / totals[length]:.2f}x' if length in totals else '-'
-    print(f'| {FORMAT_NAMES[fmt]} | {length} | {kb:.0f} | {t["read"]:.0f} | {checks} | '
-          f'{t["decode"]:.0f} | {t["total"]:.0f} | {ratio} |')
+  """Prints the per-clip table and, per source, the clip rate at the longest length over the
+  rate at the shortest."""
+  print(f'\nOne training clip (T={T}), CPU microseconds (best of {_REPEATS.value} interleaved '
+        f'rounds of {_READS.value} random clips; {_READ_TOTAL.value} frames of videos of each '
+        'length; page cache warm):\n')
+  print('| source | frames/video | read (us) | decode (us) | read + decode (us) | clips/s |')
+  print('| --- | ---: | ---: | ---: | ---: | ---: |')
+  for name, length, t in sorted(rows, key=lambda r: r[1]):
+    print(f'| {name} | {length} | {t["read"]:.0f} | {t["decode"]:.0f} | {t["total"]:.0f} | '
+          f'{1e6 / t["total"]:.0f} |')
+  lengths = sorted({length for _, length, _ in rows})
+  if len(lengths) < 2:
+    return
+  short, long = lengths[0], lengths[-1]
+  times = {(name, length): t for name, length, t in rows}
+  print(f'\n| source | clips/s at {long} frames / at {short} frames: best rounds | '
+        'median of the rounds\' ratios (min-max) |')
+  print('| --- | ---: | ---: |')
+  for name in dict.fromkeys(name for name, _, _ in rows):
+    a, b = times[(name, short)], times[(name, long)]
+    ratios = [x / y for x, y in zip(a['rounds'], b['rounds'])]  # the same round: the same load
+    print(f'| {name} | {a["total"] / b["total"]:.2f}x | {np.median(ratios):.2f}x '
+          f'({min(ratios):.2f}-{max(ratios):.2f}) |')
 
 
-def main(argv):
-  del argv
-  formats = [f.strip() for f in _FORMATS.value if f.strip()]
-  unknown = sorted(set(formats) - set(FORMAT_NAMES))
-  if unknown or not formats:
-    raise app.UsageError(f'--formats: {unknown or "none given"}; '
-                         f'choose from {", ".join(FORMAT_NAMES)}')
-  rng = np.random.default_rng(0)
+def clips_table(formats: list[str], rng: np.random.Generator) -> None:
+  """Times and prints the clips table: our pipeline from each format against the TSM loader."""
   videos = [synthetic_frames(_FRAMES.value, rng) for _ in range(_VIDEOS.value)]
   jpeg_kb = np.mean([len(f) for v in videos for f in v]) / 1024
   cores = os.cpu_count() or 1
@@ -411,11 +474,13 @@ def main(argv):
     folders = write_frame_folders(root, videos)
     for path in paths.values():  # page cache warm on every side
       read_all(path)
+    if 'array_record' in paths:
+      read_all(frames_lib.frames_file(paths['array_record']))
     sources = {fmt: open_source(fmt, paths[fmt], _DATASET_SIZE) for fmt in formats}
     loader = TsmLoader(folders, [len(v) for v in videos])
     for v in range(len(videos)):
       for source in sources.values():
-        source[v]
+        list(source[v]['frames'])
       for name in os.listdir(folders[v]):
         with open(os.path.join(folders[v], name), 'rb') as f:
           f.read()
@@ -446,7 +511,6 @@ def main(argv):
       rate = max(r[0] for r in runs)
       per_cpu = None if runs[0][1] is None else max(r[1] for r in runs)
       rows.append((name, used, (rate, per_cpu)))
-  read_rows = read_table(formats, [int(x) for x in _READ_FRAMES.value if x.strip()], rng)
   base_cpu = rows[0][2][1]
   print(f'\nT={T}, {CROP}x{CROP}, {_VIDEOS.value} videos x {_FRAMES.value} frames of '
         f'{HEIGHT}x{WIDTH} JPEG (mean {jpeg_kb:.1f} kB), {_CLIPS.value} clips a measurement, '
@@ -459,6 +523,19 @@ def main(argv):
     else:  # workers: wall rate over the cores they had
       cpu, ratio = f'({rate / used:.1f} /core, wall)', f'{rate / used / rows[0][2][0]:.2f}x (wall)'
     print(f'| {name} | {used} | {rate:.1f} | {cpu} | {ratio} |')
+
+
+def main(argv):
+  del argv
+  formats = [f.strip() for f in _FORMATS.value if f.strip()]
+  unknown = sorted(set(formats) - set(FORMAT_NAMES))
+  if unknown or not formats:
+    raise app.UsageError(f'--formats: {unknown or "none given"}; '
+                         f'choose from {", ".join(FORMAT_NAMES)}')
+  rng = np.random.default_rng(0)
+  if _CLIPS_TABLE.value:
+    clips_table(formats, rng)
+  read_rows = read_table(formats, [int(x) for x in _READ_FRAMES.value if x.strip()], rng)
   if read_rows:
     print_read_table(read_rows)
 

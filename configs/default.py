@@ -121,6 +121,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.stored_short_side = 0
   # JPEG quality of re-encoded frames (prepare, and predict on raw videos).
   config.data.jpeg_quality = 90
+  # prepare: store at most this many frames a second of video (0 = every frame). Frames are
+  # dropped evenly (the first at or after each 1/max_fps s; input_pipeline/video.py:keeps_frame)
+  # and `fps` records the stored rate. Saves disk and prepare time only: reads cost the same for
+  # any video length (docs/data.md says when a cap keeps the paper's sampling).
+  config.data.max_fps = 0.0
   # Videos per ArrayRecord shard: the unit of parallel work and of resumption.
   config.data.videos_per_shard = 128
   # prepare: worker processes converting shards; 0 = one per CPU core.

@@ -4,7 +4,8 @@
 training, evaluation and the tests read it back from there with `open_source`, a random-access
 source (no TensorFlow) of the format `config.data.format` names:
 
-  array_record  a TFDS dataset (`dataset_info.json`, ArrayRecord shards), TFDS's data source;
+  array_record  a TFDS dataset (`dataset_info.json`, ArrayRecord shards of video records) with
+                each shard's frames as their own records beside it (`frames.ArrayRecordSource`);
   tfrecord      DMVR/scenic SequenceExample shards (`tfrecord.TFRecordSource`), either prepared
                 here (`prepare` with data.output_format='tfrecord' writes them, with
                 `classes.txt`, to `dataset_dir(config)`) or a user's own shards in
@@ -21,6 +22,7 @@ import tensorflow_datasets as tfds
 
 from input_pipeline import errors
 from input_pipeline import files
+from input_pipeline import frames
 from input_pipeline import tfrecord
 
 VERSION = '1.0.0'
@@ -86,14 +88,26 @@ def _tfrecord_source(config, split: str):
 
 
 def open_source(config, split: str):
-  """The random-access source of a prepared split ('train', 'validation', 'test')."""
+  """The random-access source of a prepared split ('train', 'validation', 'test').
+
+  Its records are `{'fps', 'frames', 'id', 'label', 'num_frames'}`, `frames` a sequence of JPEG
+  bytes that reads only the frames taken (`frames.Frames`). An ArrayRecord dataset prepared
+  before frames were their own records loads too (its frames a list, read whole), with a warning
+  saying how to prepare it again.
+  """
   if config.data.format == 'tfrecord':
     return _tfrecord_source(config, split)
   builder = _builder(config)
   if split not in builder.info.splits:
     raise errors.UserError(f'{dataset_dir(config)}: the prepared dataset has no {split!r} split '
                            f'(it has {", ".join(sorted(builder.info.splits))})')
-  return builder.as_data_source(split)
+  videos = builder.as_data_source(split)
+  if 'first_frame' not in builder.info.features:
+    frames.warn_old_layout(dataset_dir(config))
+    return videos
+  info = builder.info.splits[split]
+  return frames.ArrayRecordSource(videos, [os.fspath(p) for p in info.filepaths],
+                                  info.shard_lengths)
 
 
 def class_names(config) -> list[str] | None:

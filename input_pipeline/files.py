@@ -13,6 +13,7 @@ reads and writes them through `gcsfs`). What differs between the two is decided 
   * `create_exclusive`: create a small file only if it does not exist (a lock): a hard link
     locally, an upload with the precondition if-generation-match=0 in a bucket;
   * `read_range`: bytes `[offset, offset + length)` of a file, one ranged request in a bucket;
+    `read_ranges` several ranges of one file at once (concurrent requests in a bucket);
   * `local_copy`: a local file name for a library that reads local files only (a download).
 
 A string path never reaches `os.path`, `open` or `shutil` in project code where a bucket may stand:
@@ -143,6 +144,22 @@ def read_range(path: PathLike, offset: int, length: int) -> bytes:
   with open(path, 'rb') as f:
     f.seek(offset)
     return f.read(length)
+
+
+def read_ranges(path: PathLike, ranges: list[tuple[int, int]]) -> list[bytes]:
+  """The bytes of each `(offset, length)` range of the file `path`, in order: one open file
+  locally, concurrent ranged requests in a bucket (one round trip for all, not one each)."""
+  path = resolve(path)
+  if not ranges:
+    return []
+  if is_remote(path):
+    name = os.fspath(path)
+    out = _fs(path).cat_ranges([name] * len(ranges), [o for o, _ in ranges],
+                               [o + n for o, n in ranges], on_error='raise')
+    return list(out)
+  with open(path, 'rb') as f:
+    fd = f.fileno()
+    return [os.pread(fd, n, o) for o, n in ranges]
 
 
 @contextlib.contextmanager

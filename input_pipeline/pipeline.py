@@ -1,9 +1,10 @@
 """grain input pipelines: prepared videos -> batches of uint8 clips, one host's share of each batch.
 
 A source is any random-access sequence of video records (`len`, `[i]`), normally
-`open_source(config, split)` over the prepared TFDS ArrayRecord dataset; a record is
-`{'id', 'label' (-1: unlabeled), 'num_frames', 'fps', 'frames' (JPEG bytes, one per frame)}`.
-The frame count used is `len(frames)`.
+`open_source(config, split)` over the prepared dataset; a record is
+`{'id', 'label' (-1: unlabeled), 'num_frames', 'fps', 'frames' (JPEG bytes, one per frame)}`,
+`frames` any sequence: a list, or a `frames.Frames` that reads only the frames a clip takes (so a
+clip costs the same for any video length). The frame count used is `len(frames)`.
 
 train  `grain.MapDataset` graph: global shuffle (`seed`; a new order each epoch) -> repeat ->
        per-clip random sampling and augmentation (seeded by `seed + 1` and the clip's position in
@@ -66,7 +67,8 @@ class ClipSpec:
   `short_side`: the short side of the frames the clip is cut from (`transforms.to_short_side`).
   `stored_short_side`: the short side frames are stored at (`video.stored_short_side`): the frames
   of a raw video (predict, visualize) are stored so first, as prepare did, then cut like a prepared
-  video's; 0 means `short_side`.
+  video's; 0 means `short_side`. `max_fps`: the frame-rate cap prepare stored videos under
+  (`data.max_fps`), applied to a raw video file's frames the same way.
   """
   num_frames: int = 8
   crop_size: int = 224
@@ -77,6 +79,7 @@ class ClipSpec:
   scales: tuple[float, ...] = transforms.SCALES
   max_distort: int = 1
   more_fix_crop: bool = False
+  max_fps: float = 0.0
 
   @classmethod
   def from_config(cls, config) -> 'ClipSpec':
@@ -92,6 +95,7 @@ class ClipSpec:
         scales=tuple(float(s) for s in data.scales),
         max_distort=int(data.max_distort),
         more_fix_crop=bool(data.more_fix_crop),
+        max_fps=float(data.max_fps),
     )
 
 

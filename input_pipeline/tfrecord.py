@@ -18,20 +18,35 @@ as a raw input, so the format is defined here once, without TensorFlow:
            word of the name (`train`; `val`/`valid`/`validation`/`eval`; `test`) (`split_of`,
            `is_tfrecord`, `find_shards`).
 
-`TFRecordSource` gives random access over the records of several shards, each read with one ranged
-read (`files.read_range`; one request on a bucket). It needs every record's offset and length, and
-the trainer needs every label before it computes anything, so each shard is walked once (read
-sequentially in large chunks: on a bucket each request costs a round trip) and its index is cached
-as a small JSON file beside it, `<shard name>.index.json`, or, where the shard's folder cannot be
-written, in the caller's `index_dir`:
+`TFRecordSource` gives random access over the records of several shards. A record's metadata
+comes from the index; its frames are read on demand (`frames.Frames`): a clip reads only its
+sampled frames' bytes, with ranged reads (`files.read_ranges`: one open file locally, concurrent
+requests on a bucket), so a clip of a 300-frame video costs what one of a 48-frame video does.
+That needs every record's offset and length, each frame's place inside it, and the trainer needs
+every label before it computes anything, so each shard is walked once (read sequentially in large
+chunks: on a bucket each request costs a round trip) and its index is cached beside it, or, where
+the shard's folder cannot be written, in the caller's `index_dir`, as two files:
 
-  {"format": "stm-tfrecord-index", "version": 1, "shard": <path>, "size": <bytes>,
-   "mtime_ns": <modification time>, "records": [[offset, length, id, label, num_frames, fps], ...],
-   "skipped": [{"offset": o, "reason": "..."}, ...], "label_names": {"<label>": "<name>", ...}}
+  <shard name>.index.json    {"format": "stm-tfrecord-index", "version": 2, "shard": <path>,
+      "size": <bytes>, "mtime_ns": <modification time>, "table_rows": <frames in the table>,
+      "records": [[offset, length, id, label, num_frames, fps, table_row], ...],
+      "skipped": [{"offset": o, "reason": "..."}, ...], "label_names": {"<label>": "<name>"}}
+  <shard name>.index.frames  the frame table: per frame of every indexed record, in order, three
+      little-endian uint32: the frame's JPEG bytes' offset inside the record's payload, their
+      length, and their CRC-32C. Record r's frames are rows `[table_row, table_row + num_frames)`.
+
+The frames' places are found by walking the SequenceExample's protobuf wire format once, after the
+record's CRCs are checked (`frame_spans`), and checked against the parsed frames; a record whose
+frames cannot be located so (an unusual encoding) gets `table_row` -1 and is read whole, CRCs
+checked, as before. A frame read is checked against its CRC-32C in the table (computed from the
+checked record), so a clip never decodes bytes the file did not hold when it was indexed. The table
+is kept in a file, not in memory: for Kinetics-400 it holds ~76M frames (~0.9 GB); a clip reads its
+video's rows (12 bytes a frame) with one ranged read.
 
 An index whose size or modification time differs from the shard's (locally `os.stat`, ns; in a
 bucket epath's `stat()`, whose mtime gcsfs takes from the object's `updated` time, whole seconds),
-or whose format version is not this one, is rebuilt. Records that cannot be used (bad CRC, not a
+whose format version is not this one (version 1 had no frame table), or whose frame table is
+missing or of another size, is rebuilt. Records that cannot be used (bad CRC, not a
 SequenceExample, no frames) are left out of the index and listed under `skipped` with the reason,
 as the converter quarantines corrupt videos.
 """
@@ -42,6 +57,7 @@ import operator
 import os
 import re
 import struct
+import threading
 from typing import Iterable, Iterator, Sequence
 
 from absl import logging
@@ -53,6 +69,7 @@ from tensorflow_datasets.proto import tf_example_generated_pb2 as example_pb2
 
 from input_pipeline import errors
 from input_pipeline import files
+from input_pipeline import frames as frames_lib
 
 # SequenceExample keys (DMVR / MediaSequence).
 FRAMES_KEY = 'image/encoded'
@@ -62,8 +79,12 @@ ID_KEYS = ('clip/media_id', 'video_id', 'id', 'example/id', 'clip/data_path')
 FPS_KEY = 'image/frame_rate'
 
 INDEX_SUFFIX = '.index.json'
+TABLE_SUFFIX = '.index.frames'
 INDEX_FORMAT = 'stm-tfrecord-index'
-INDEX_VERSION = 1
+INDEX_VERSION = 2
+# A frame table row: offset in the payload, length, CRC-32C of the frame's bytes.
+_TABLE_DTYPE = np.dtype('<u4')
+_TABLE_ROW = 3 * _TABLE_DTYPE.itemsize
 
 _HEADER = struct.Struct('<QI')  # payload length, masked CRC-32C of the length's 8 bytes
 _FOOTER = struct.Struct('<I')  # masked CRC-32C of the payload
@@ -253,6 +274,88 @@ def parse(data: bytes) -> dict:
   }
 
 
+_FRAMES_KEY_BYTES = FRAMES_KEY.encode()
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+  """The varint at `pos` of `buf` and the position after it; ValueError if it runs off the end."""
+  result = shift = 0
+  while True:
+    b = buf[pos]
+    pos += 1
+    result |= (b & 0x7F) << shift
+    if b < 0x80:
+      return result, pos
+    shift += 7
+    if shift > 63:
+      raise ValueError('varint too long')
+
+
+def _fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+  """The length-delimited fields of the message `buf[start:end]`: (field number, value start,
+  value end); other wire types are skipped. ValueError if the message is malformed."""
+  pos = start
+  while pos < end:
+    key, pos = _varint(buf, pos)
+    wire = key & 7
+    if wire == 0:
+      _, pos = _varint(buf, pos)
+    elif wire == 1:
+      pos += 8
+    elif wire == 5:
+      pos += 4
+    elif wire == 2:
+      n, pos = _varint(buf, pos)
+      if pos + n > end:
+        raise ValueError('field runs past its message')
+      yield key >> 3, pos, pos + n
+      pos += n
+    else:
+      raise ValueError(f'wire type {wire}')
+  if pos != end:
+    raise ValueError('message runs past its end')
+
+
+def frame_spans(data: bytes) -> list[tuple[int, int]] | None:
+  """Where each frame's JPEG bytes lie in a serialized SequenceExample: [(offset, length)], in
+  the order `parse` gives the frames; None if the wire format cannot be followed.
+
+  Walks SequenceExample.feature_lists (2) -> map entry (1) with key `image/encoded` -> FeatureList
+  (value, 2) -> Feature (1) -> BytesList (bytes_list, 1) -> value (1), without copying a frame.
+  The last map entry of the key wins, as protobuf parsing has it. Callers check the result
+  against `parse` (what `build_index` does): an unusual encoding gives no spans, never wrong ones.
+  """
+  try:
+    found = None
+    for field, start, end in _fields(data, 0, len(data)):
+      if field != 2:
+        continue
+      for f2, s2, e2 in _fields(data, start, end):
+        if f2 != 1:
+          continue
+        key, value = None, None
+        for f3, s3, e3 in _fields(data, s2, e2):
+          if f3 == 1:
+            key = data[s3:e3]
+          elif f3 == 2:
+            value = (s3, e3)
+        if key == _FRAMES_KEY_BYTES:
+          found = value or (s2, s2)
+    if found is None:
+      return []
+    spans = []
+    for f4, s4, e4 in _fields(data, *found):  # FeatureList.feature
+      if f4 != 1:
+        continue
+      for f5, s5, e5 in _fields(data, s4, e4):  # Feature.bytes_list
+        if f5 != 1:
+          continue
+        spans += [(s6, e6 - s6) for f6, s6, e6 in _fields(data, s5, e5) if f6 == 1]
+    return spans
+  except (ValueError, IndexError):
+    return None
+
+
 def _video_record(parsed: dict, video_id: str) -> dict:
   """The record dict the ArrayRecord source gives for the same video (same keys and types)."""
   return {
@@ -282,7 +385,7 @@ def split_of(file_name: str) -> str | None:
 
 def is_tfrecord(file_name: str) -> bool:
   """Whether a file name is a TFRecord file's (`*tfrecord*`, `*-NNNNN-of-NNNNN`), not an index."""
-  if INDEX_SUFFIX in file_name:  # our index files, and their temporaries
+  if INDEX_SUFFIX in file_name or TABLE_SUFFIX in file_name:  # our index files, their temporaries
     return False
   return 'tfrecord' in file_name.lower() or bool(_SHARDED.search(file_name))
 
@@ -366,9 +469,12 @@ def _stamp(path) -> dict:
 
 
 def build_index(path: files.PathLike) -> dict:
-  """Walks a shard once and returns its index (the module docstring's format), nothing cached."""
+  """Walks a shard once and returns its index (the module docstring's format), nothing cached.
+
+  The frame table is under 'frame_table' (bytes; in memory only, not in the JSON file).
+  """
   stamp = _stamp(path)  # before reading: a shard changing during the walk is rebuilt next time
-  rows, skipped, label_names = [], [], {}
+  rows, skipped, label_names, table = [], [], {}, []
   for position, (offset, length, data) in enumerate(walk(path)):
     if isinstance(data, RecordError):
       skipped.append({'offset': offset, 'reason': str(data)})
@@ -380,11 +486,22 @@ def build_index(path: files.PathLike) -> dict:
       continue
     video_id = parsed['id'] or _fallback_id(path, position)
     rec = _video_record(parsed, video_id)
-    rows.append([offset, length, video_id, rec['label'], rec['num_frames'], rec['fps']])
+    spans = frame_spans(data)
+    view = memoryview(data)
+    if spans is None or len(spans) != len(parsed['frames']) or any(
+        view[o:o + n] != f for (o, n), f in zip(spans, parsed['frames'])):
+      table_row = -1  # Read whole (CRC-checked) when its frames are wanted.
+    else:
+      table_row = len(table)
+      table += [(o, n, crc32c(view[o:o + n])) for o, n in spans]
+    rows.append([offset, length, video_id, rec['label'], rec['num_frames'], rec['fps'],
+                 table_row])
     if parsed['label_name'] is not None and rec['label'] >= 0:
       label_names[str(rec['label'])] = parsed['label_name']
   return {'format': INDEX_FORMAT, 'version': INDEX_VERSION, 'shard': os.fspath(path), **stamp,
-          'records': rows, 'skipped': skipped, 'label_names': label_names}
+          'table_rows': len(table), 'records': rows, 'skipped': skipped,
+          'label_names': label_names,
+          'frame_table': np.asarray(table, _TABLE_DTYPE).reshape(-1, 3).tobytes()}
 
 
 def _parse_at(path, offset: int, data: bytes) -> dict:
@@ -404,6 +521,12 @@ def index_path(shard: files.PathLike) -> epath.Path:
   return shard.parent / (shard.name + INDEX_SUFFIX)
 
 
+def table_path(index: files.PathLike) -> epath.Path:
+  """The frame table cached with the index file `index`: `<...>.index.frames` beside it."""
+  index = files.resolve(index)
+  return index.parent / (index.name[:-len(INDEX_SUFFIX)] + TABLE_SUFFIX)
+
+
 def _cache_path(index_dir: files.PathLike, shard: files.PathLike) -> epath.Path:
   """Where a shard's cached index lives in `index_dir` (the shard's path hashed in: unique)."""
   shard = files.resolve(shard)
@@ -411,8 +534,18 @@ def _cache_path(index_dir: files.PathLike, shard: files.PathLike) -> epath.Path:
   return files.resolve(index_dir) / f'{shard.name}.{digest}{INDEX_SUFFIX}'
 
 
+def _size(path: epath.Path) -> int | None:
+  """The size of the file `path`, None if there is none."""
+  local = files.local_path(path)
+  try:
+    return os.path.getsize(local) if local is not None else int(path.stat().length)
+  except (FileNotFoundError, OSError):
+    return None
+
+
 def _read_cached(path: epath.Path, stamp: dict) -> dict | None:
-  """The index cached at `path` if it is there, of this format and of this version of the shard."""
+  """The index cached at `path` if it is there, of this format and of this version of the shard,
+  with its frame table beside it ('frame_table': the table's path)."""
   try:
     index = files.read_json(path)
   except (errors.UserError, OSError):
@@ -420,31 +553,55 @@ def _read_cached(path: epath.Path, stamp: dict) -> dict | None:
   fresh = (isinstance(index, dict) and index.get('format') == INDEX_FORMAT
            and index.get('version') == INDEX_VERSION and index.get('size') == stamp['size']
            and index.get('mtime_ns') == stamp['mtime_ns'])
-  return index if fresh else None
+  if not fresh:
+    return None
+  table = table_path(path)
+  if _size(table) != index.get('table_rows', -1) * _TABLE_ROW:
+    return None
+  return {**index, 'frame_table': os.fspath(table)}
 
 
-def _write_cached(index: dict, places: Sequence[epath.Path]) -> None:
-  """Caches `index` at the first of `places` that can be written; warns if none can."""
+def _write_cached(index: dict, places: Sequence[epath.Path]) -> dict:
+  """Caches `index` (its frame table first) at the first of `places` that can be written; warns
+  if none can. Returns the index, its 'frame_table' the cached table's path, else the bytes."""
   problems = []
+  table = index['frame_table']
+  stored = {k: v for k, v in index.items() if k != 'frame_table'}
   for place in places:
     try:
       local = files.local_path(place)
       if local is not None:  # a bucket has no folders to make (gcsfs's makedirs makes buckets)
         os.makedirs(os.path.dirname(local), exist_ok=True)
-      files.write_json(place, index, indent=None)
-      return
+      files.write_bytes(table_path(place), table)
+      try:
+        files.write_json(place, stored, indent=None)  # the index last: what makes the cache valid
+      except Exception:
+        _remove_quietly(table_path(place))
+        raise
+      return {**stored, 'frame_table': os.fspath(table_path(place))}
     except Exception as e:  # pylint: disable=broad-except
       # A cache that cannot be written must not stop training (read-only folder, bucket rights).
       problems.append(f'{place}: {type(e).__name__}: {e}')
-  logging.warning('TFRecord index of %s not cached (it is rebuilt on every start): %s',
-                  index['shard'], '; '.join(problems) or 'no place to cache it')
+  logging.warning('TFRecord index of %s not cached (it is rebuilt on every start, and its frame '
+                  'table is held in memory): %s', index['shard'],
+                  '; '.join(problems) or 'no place to cache it')
+  return index
+
+
+def _remove_quietly(path: epath.Path) -> None:
+  """Removes `path` if it can (a frame table whose index could not be written)."""
+  try:
+    path.unlink(missing_ok=True)
+  except Exception:  # pylint: disable=broad-except
+    pass
 
 
 def load_index(shard: files.PathLike, index_dir: files.PathLike | None = None) -> dict:
   """A shard's index: the cached one if it matches the shard, else built and cached.
 
   Looked for beside the shard, then in `index_dir`; written beside the shard, else in
-  `index_dir`, else not cached (with a warning).
+  `index_dir`, else not cached (with a warning). 'frame_table' is the cached frame table's path,
+  or the table itself (bytes) where it could not be cached.
   """
   stamp = _stamp(shard)
   places = [index_path(shard)] + ([_cache_path(index_dir, shard)] if index_dir else [])
@@ -452,9 +609,7 @@ def load_index(shard: files.PathLike, index_dir: files.PathLike | None = None) -
     index = _read_cached(place, stamp)
     if index is not None:
       return index
-  index = build_index(shard)
-  _write_cached(index, places)
-  return index
+  return _write_cached(build_index(shard), places)
 
 
 # --- the random-access source ----------------------------------------------------------------
@@ -462,11 +617,11 @@ def load_index(shard: files.PathLike, index_dir: files.PathLike | None = None) -
 class TFRecordSource:
   """Random access over the records of TFRecord shards, in order: a grain data source.
 
-  `source[i]` is the same dict, with the same types, as the prepared ArrayRecord source gives for
-  the same video: {'fps': float, 'frames': [JPEG bytes], 'id': bytes, 'label': int (-1
-  unlabeled), 'num_frames': int}. It costs one ranged read of exactly the record, CRC-checked.
-  Records that cannot be used are not counted; `skipped` lists them. The source holds no open
-  file and no mutable state: it pickles (grain workers) and is read from many threads at once.
+  `source[i]` has the keys and types the prepared ArrayRecord source gives for the same video:
+  {'fps': float, 'frames': frames.Frames (JPEG bytes), 'id': bytes, 'label': int (-1
+  unlabeled), 'num_frames': int}. It reads nothing: the metadata is the index's, and the frames
+  are read when taken (`read_frames`). Records that cannot be used are not counted; `skipped` lists
+  them. The source holds no open file: it pickles (grain workers) and is read from many threads.
 
   Attributes:
     paths: the shard files, in order.
@@ -481,32 +636,79 @@ class TFRecordSource:
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
       indexes = list(pool.map(lambda p: load_index(p, index_dir), self.paths))
     rows = [(s, row) for s, index in enumerate(indexes) for row in index['records']]
+    self._tables = [index['frame_table'] for index in indexes]
     self._shard = np.array([s for s, _ in rows], np.int32)
     self._offset = np.array([row[0] for _, row in rows], np.int64)
     self._length = np.array([row[1] for _, row in rows], np.int64)
+    self._table_row = np.array([row[6] for _, row in rows], np.int64)
+    self._fps = [row[5] for _, row in rows]
     self.ids = [row[2] for _, row in rows]
     self.labels = [row[3] for _, row in rows]
     self.num_frames = [row[4] for _, row in rows]
     self.label_names = {int(k): v for index in indexes for k, v in index['label_names'].items()}
     self.skipped = [{'file': path, **s} for path, index in zip(self.paths, indexes)
                     for s in index['skipped']]
+    self._local = threading.local()
     if self.skipped:
       logging.warning('TFRecord source: %d records skipped (first: %s)', len(self.skipped),
                       self.skipped[0]['reason'])
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    del state['_local']
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._local = threading.local()
 
   def __len__(self) -> int:
     return len(self.ids)
 
   def __getitem__(self, i) -> dict:
-    """Record `i` (negative counts from the end); RecordError if the shard changed under it."""
+    """Record `i` (negative counts from the end); its frames are read when taken."""
     i = operator.index(i)
     if i < 0:
       i += len(self)
     if not 0 <= i < len(self):
       raise IndexError(f'record {i} of a {len(self)}-record TFRecord source')
+    return {'fps': self._fps[i], 'frames': frames_lib.Frames(self, i, self.num_frames[i]),
+            'id': self.ids[i].encode('utf-8'), 'label': self.labels[i],
+            'num_frames': self.num_frames[i]}
+
+  def _frame_rows(self, i: int) -> np.ndarray:
+    """Record `i`'s rows of its shard's frame table, `(num_frames, 3)` (the last one per thread
+    is kept: eval reads a video's clips one after another)."""
+    cached = getattr(self._local, 'rows', None)
+    if cached is not None and cached[0] == i:
+      return cached[1]
+    table, start, n = self._tables[self._shard[i]], int(self._table_row[i]), self.num_frames[i]
+    if isinstance(table, (bytes, bytearray)):
+      raw = table[start * _TABLE_ROW:(start + n) * _TABLE_ROW]
+    else:
+      raw = files.read_range(table, start * _TABLE_ROW, n * _TABLE_ROW)
+    if len(raw) != n * _TABLE_ROW:
+      raise RecordError(f'{table}: the frame table is cut short at record {i} (rebuilt if its '
+                        'index is deleted)')
+    rows = np.frombuffer(raw, _TABLE_DTYPE).reshape(n, 3)
+    self._local.rows = (i, rows)
+    return rows
+
+  def read_frames(self, i: int, positions: Sequence[int]) -> list[bytes]:
+    """The frames `positions` of record `i`, each checked against its CRC-32C in the frame table;
+    RecordError (file, byte offset) if the shard changed under the index."""
     path, offset = self.paths[self._shard[i]], int(self._offset[i])
-    data = read_record(path, offset, int(self._length[i]))
-    return _video_record(_parse_at(path, offset, data), self.ids[i])
+    if self._table_row[i] < 0:  # Frames not located when indexed: the whole record, checked.
+      frames = _parse_at(path, offset, read_record(path, offset, int(self._length[i])))['frames']
+      return [frames[p] for p in positions]
+    rows = self._frame_rows(i)
+    base = offset + _HEADER.size
+    datas = files.read_ranges(path, [(base + int(rows[p, 0]), int(rows[p, 1])) for p in positions])
+    for p, data in zip(positions, datas):
+      if len(data) != rows[p, 1] or crc32c(data) != rows[p, 2]:
+        raise RecordError(f'{path} at byte {offset}: frame {p} does not match its checksum in the '
+                          'index (the file changed after it was indexed, or is corrupt)')
+    return datas
 
   def __repr__(self) -> str:
     return (f'TFRecordSource({len(self)} records in {len(self.paths)} shards, '

@@ -69,17 +69,17 @@ class TrainCrop:
 def decode(frames: Sequence[bytes], indices: Sequence[int]) -> list[np.ndarray]:
   """Returns the frames at `indices` as uint8 RGB arrays, decoding each distinct frame once.
 
-  Only the sampled frames are decoded: a clip reads 8 of a video's frames, not all of them.
+  Only the sampled frames are read and decoded: a clip reads 8 of a video's frames, not all of
+  them. Frames that read on demand (`frames.Frames`, anything with `take(indices)`) are read in
+  one `take` of the distinct indices.
   """
-  cache = {}
-  out = []
-  for i in indices:
-    i = int(i)
-    if i not in cache:
-      cache[i] = simplejpeg.decode_jpeg(
-          frames[i], colorspace='RGB', fastdct=True, fastupsample=False)
-    out.append(cache[i])
-  return out
+  indices = [int(i) for i in indices]
+  distinct = list(dict.fromkeys(indices))
+  take = getattr(frames, 'take', None)
+  data = take(distinct) if take is not None else [frames[i] for i in distinct]
+  cache = {i: simplejpeg.decode_jpeg(d, colorspace='RGB', fastdct=True, fastupsample=False)
+           for i, d in zip(distinct, data)}
+  return [cache[i] for i in indices]
 
 
 def output_size(height: int, width: int, short_side: int) -> tuple[int, int]:

@@ -20,6 +20,7 @@ quarantines that video and carries on.
 
 import dataclasses
 import fractions
+import math
 import os
 import struct
 from typing import Callable, Iterable, Iterator
@@ -193,20 +194,62 @@ def decoded_frames(path: str, convert: Callable, threads: int = 1) -> Iterator:
   _check_decoded(count, expected, error)
 
 
-def video_to_jpegs(path: str, short_side: int, quality: int,
-                   threads: int = 1) -> tuple[list[bytes], float]:
-  """Decodes every frame of a video file; returns (JPEG frames at `short_side`, source fps).
+def _rate(value: float) -> fractions.Fraction:
+  """A frame rate as an exact fraction (29.97 and 30000/1001 alike: 6 significant decimals)."""
+  return fractions.Fraction(value).limit_denominator(1_000_000)
 
-  Raises VideoError for missing, empty, unreadable, frameless, truncated or corrupt files.
+
+def keeps_frame(i: int, fps: float, max_fps: float) -> bool:
+  """Whether frame `i` of a video at `fps` is stored under the cap `max_fps` (0: no cap).
+
+  The kept frames are the first at or after each multiple of `1 / max_fps` seconds: frame `i` is
+  kept when `floor(i * max_fps / fps)` steps up at it (frame 0 always). 30 fps capped at 10 keeps
+  0, 3, 6, ...; 25 fps at 10 keeps 0, 3, 5, 8, 10, ... No cap when `fps` is unknown (0) or at most
+  `max_fps`.
   """
-  fps = []
+  if not max_fps or not fps or fps <= max_fps or i == 0:
+    return True
+  ratio = _rate(max_fps) / _rate(fps)
+  return math.floor(i * ratio) != math.floor((i - 1) * ratio)
+
+
+def capped_indices(num_frames: int, fps: float, max_fps: float) -> list[int]:
+  """The frames of an `num_frames`-frame video at `fps` stored under `max_fps` (`keeps_frame`)."""
+  return [i for i in range(num_frames) if keeps_frame(i, fps, max_fps)]
+
+
+def capped_fps(fps: float, max_fps: float) -> float:
+  """The frame rate recorded for a video at `fps` stored under `max_fps`: the lower of the two
+  (`fps` when there is no cap or `fps` is unknown)."""
+  return float(max_fps) if max_fps and fps and fps > max_fps else float(fps)
+
+
+def cap_frames(frames: list, fps: float, max_fps: float) -> tuple[list, float]:
+  """`frames` (and `fps`) as stored under the cap `max_fps`: (kept frames, recorded fps)."""
+  if not max_fps or not fps or fps <= max_fps:
+    return frames, fps
+  return [frames[i] for i in capped_indices(len(frames), fps, max_fps)], capped_fps(fps, max_fps)
+
+
+def video_to_jpegs(path: str, short_side: int, quality: int, threads: int = 1,
+                   max_fps: float = 0.0) -> tuple[list[bytes], float]:
+  """Decodes every frame of a video file; returns (JPEG frames at `short_side`, their fps).
+
+  With `max_fps` (0: off) only the frames `keeps_frame` keeps are encoded, and the fps returned is
+  `capped_fps`. Raises VideoError for missing, empty, unreadable, frameless, truncated or corrupt
+  files.
+  """
+  fps, position = [], [0]
 
   def convert(frame, stream):
     if not fps:
       fps.append(_fps(stream))
+    i, position[0] = position[0], position[0] + 1
+    if not keeps_frame(i, fps[0], max_fps):
+      return None
     return _frame_to_jpeg(frame, stream, short_side, quality)
-  frames = list(decoded_frames(path, convert, threads))
-  return frames, fps[0]
+  frames = [f for f in decoded_frames(path, convert, threads) if f is not None]
+  return frames, capped_fps(fps[0], max_fps)
 
 
 class SampledFrames:
@@ -230,21 +273,23 @@ class SampledFrames:
 
 def sampled_video_to_jpegs(path: str, short_side: int, quality: int,
                            select: Callable[[int], Iterable[int]],
-                           threads: int = 1) -> tuple[SampledFrames, float]:
+                           threads: int = 1, max_fps: float = 0.0) -> tuple[SampledFrames, float]:
   """Decodes a video file, keeping only the frames `select(num_frames)` names; returns them and
-  the source fps.
+  their fps.
 
-  The kept frames, the frame count and the errors are those of `video_to_jpegs` (a clip built
-  from them equals one built from the prepared dataset), but memory holds only the kept frames:
-  a long video is not held whole. The count is first read from the container's packets (no
-  decoding); where decoding gives another count, the video is decoded again for the true one.
-  Raises VideoError as `video_to_jpegs` does.
+  The kept frames, the frame count and the errors are those of `video_to_jpegs` with the same
+  `max_fps` (a clip built from them equals one built from the prepared dataset: frame numbers
+  and the count are those of the stored frames), but memory holds only the kept frames: a long
+  video is not held whole. The count is first read from the container's packets (no decoding);
+  where decoding gives another count, the video is decoded again for the true one. Raises
+  VideoError as `video_to_jpegs` does.
   """
   guess = _count_packets(path)
-  kept, count, fps = _decode_selected(path, short_side, quality, select, guess, threads)
+  kept, count, fps = _decode_selected(path, short_side, quality, select, guess, threads, max_fps)
   if count != guess:
-    kept, count, fps = _decode_selected(path, short_side, quality, select, count, threads)
-  return SampledFrames(count, kept), fps
+    kept, count, fps = _decode_selected(path, short_side, quality, select, count, threads,
+                                        max_fps)
+  return SampledFrames(len(capped_indices(count, fps, max_fps)), kept), capped_fps(fps, max_fps)
 
 
 def _open(path: str):
@@ -307,19 +352,21 @@ def _count_packets(path: str) -> int:
 
 def _decode_selected(path: str, short_side: int, quality: int,
                      select: Callable[[int], Iterable[int]], assumed: int,
-                     threads: int) -> tuple[dict[int, bytes], int, float]:
-  """Decodes every frame, keeping as JPEG those `select(assumed)` names; returns them, the
-  decoded count and the fps, after `video_to_jpegs`'s checks."""
-  wanted = {int(i) for i in select(assumed)} if assumed > 0 else set()
+                     threads: int, max_fps: float = 0.0) -> tuple[dict[int, bytes], int, float]:
+  """Decodes every frame, keeping as JPEG those `select(stored count)` names (numbered among the
+  frames `max_fps` stores, of `assumed` decoded); returns them by stored number, the decoded
+  count and the source fps, after `video_to_jpegs`'s checks."""
   with _open(path) as container:
     stream = _video_stream(container, threads)
     expected = _expected_frames(container, stream)
     fps = _fps(stream)
+    stored = capped_indices(assumed, fps, max_fps)
+    wanted = {stored[int(i)]: int(i) for i in select(len(stored))} if stored else {}
     kept, count, error = {}, 0, None
     try:
       for frame in container.decode(stream):
         if count in wanted:
-          kept[count] = _frame_to_jpeg(frame, stream, short_side, quality)
+          kept[wanted[count]] = _frame_to_jpeg(frame, stream, short_side, quality)
         count += 1
     except (av.FFmpegError, OSError, ValueError) as e:
       error = e

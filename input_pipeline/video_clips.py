@@ -56,15 +56,16 @@ def find_videos(folder: str) -> tuple[list[str], int]:
 def read_frames(path: str, spec: pipeline.ClipSpec, protocol: protocols.Protocol,
                 jpeg_quality: int, threads: int = 1) -> Sequence[bytes]:
   """The JPEG frames of a video file or frame folder that its `protocol` views need, indexable by
-  frame number (`len()` is the video's frame count). Raises VideoError (the reason) if the
-  source is unusable."""
+  frame number (`len()` is the video's frame count; for a video file, of the frames prepare stores
+  under `spec.max_fps`; a frame folder's rate is unknown here, so all its frames count). Raises
+  VideoError (the reason) if the source is unusable."""
   if os.path.isdir(path):
     if not is_frame_folder(path):
       raise VideoError('not a video: a folder without JPEG frames')
     return video.frame_folder_to_jpegs(path, spec.storage_short_side, jpeg_quality)
   frames, _ = video.sampled_video_to_jpegs(
       path, spec.storage_short_side, jpeg_quality,
-      lambda n: protocol.clip_indices(n, spec.num_frames).ravel(), threads)
+      lambda n: protocol.clip_indices(n, spec.num_frames).ravel(), threads, spec.max_fps)
   return frames
 
 

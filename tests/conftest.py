@@ -66,6 +66,12 @@ os.environ.update(
     no_proxy='127.0.0.1,localhost,::1',
     STM_NETGUARD_LOG=NETGUARD_LOG,
 )
+# The tests run tiny models, whose cost is XLA's compilation rather than their run time: LLVM's
+# cheapest optimisation level compiles them about 1.8x faster (tests/stm_jax/models/
+# test_streaming.py and test_resnet.py: 335 s against 188 s), with the same operations, so every
+# comparison holds. The subprocesses inherit it (tests/jax_subprocess.py sets the same); a
+# developer's own XLA_FLAGS are kept.
+os.environ.setdefault('XLA_FLAGS', '--xla_backend_optimization_level=0')
 os.environ['PYTHONPATH'] = os.pathsep.join(
     [NETGUARD_DIR] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])
 with open(NETGUARD_LOG, 'a', encoding='utf-8'):  # empty: tests read it from offset 0

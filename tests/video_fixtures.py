@@ -413,13 +413,13 @@ def make_config(dataset: str, raw_dir: str, data_dir: str, **data):
 
 
 def read_split(config, split: str) -> list[dict]:
-  """Reads a prepared split back through `tfds.data_source` (no TensorFlow)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  """Reads a prepared ArrayRecord split back whole: every record, its frames as a list of JPEG
+  bytes (the video records through `tfds.data_source`, their frames from the frame files)."""
   from input_pipeline import datasets  # pylint: disable=g-import-not-at-top
-  from input_pipeline.prepare import converter  # pylint: disable=g-import-not-at-top
-  source = tfds.data_source(datasets.dataset_name(config), data_dir=config.data.data_dir,
-                            split=split)
-  return [source[i] for i in range(len(source))]
+  config = config.copy_and_resolve_references()
+  config.data.format = 'array_record'
+  source = datasets.open_source(config, split)
+  return [dict(r, frames=list(r['frames'])) for r in (source[i] for i in range(len(source)))]
 
 
 def setup(tmp_path, name, corrupt=False, **data):

@@ -4,9 +4,11 @@
       --config.data.raw_dir=/data/raw/sthv2 --config.data.data_dir=/data/tfds
 
 writes `<data_dir>/stm_sthv2/1.0.0/` (`stm_ucf101/split1/1.0.0/` for the split datasets), a normal
-TFDS dataset that reads back without TensorFlow:
+TFDS dataset of video records (id, label, num_frames, fps, first_frame) that reads back without
+TensorFlow, with each shard's frames as their own records in a frame file beside it
+(input_pipeline/frames.py; `datasets.open_source` reads both):
 
-  tfds.data_source('stm_sthv2', data_dir='/data/tfds', split='train')[i]
+  tfds.data_source('stm_sthv2', data_dir='/data/tfds', split='train')[i]    # a video's record
   tfds.builder_from_directory('/data/tfds/stm_sthv2/1.0.0').as_data_source('validation')
 
 The builder is a `tfds.core.GeneratorBasedBuilder` (file_format='array_record'), but the shards are
@@ -48,6 +50,7 @@ import tqdm
 from input_pipeline import datasets
 from input_pipeline import errors
 from input_pipeline import files
+from input_pipeline import frames
 from input_pipeline import locks
 from input_pipeline import video
 from input_pipeline.prepare import layouts
@@ -66,11 +69,14 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
   """TFDS builder of a prepared video dataset (one record per video; see records.features).
 
   Not registered under a name: `make_builder` makes a subclass per dataset. Readers do not need this
-  class: TFDS reads the dataset from its files (`tfds.data_source`, `tfds.builder_from_directory`).
-  `download_and_prepare` also works (one process, not resumable); `prepare` is the fast path.
+  class: TFDS reads the video records from their files (`tfds.data_source`,
+  `tfds.builder_from_directory`); the frames, in the frame files beside them, are read by
+  `input_pipeline/frames.py`. `download_and_prepare` is refused: TFDS's generation cannot write
+  the frame files; `prepare` writes both.
   """
   VERSION = tfds.core.Version(VERSION)
-  RELEASE_NOTES = {str(VERSION): 'JPEG frames at config.data.short_side, ArrayRecord shards.'}
+  RELEASE_NOTES = {str(VERSION): 'JPEG frames at config.data.short_side, ArrayRecord shards '
+                                  '(frames as their own records since layout frame_records).'}
 
   def __init__(self, *, class_names, settings, layout=None, **kwargs):
     self._class_names = list(class_names)
@@ -90,22 +96,13 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    if self._layout is None:
-      raise ValueError('download_and_prepare needs the layout: make_builder(..., layout=...)')
-    return {split: self._generate_examples(split, entries)
-            for split, entries in self._layout.splits.items() if entries}
+    raise errors.UserError(
+        'download_and_prepare cannot write this dataset: its frames are stored as their own '
+        'records beside the TFDS shards (input_pipeline/frames.py), which only launch.py '
+        '--mode=prepare writes; run that instead')
 
   def _generate_examples(self, split, entries):
-    task = _task_template(self._settings, len(self._class_names), self._layout.fps)
-    task.split = split
-    for entry in entries:
-      try:
-        rec = records.convert_entry(entry, task)
-      except Exception as e:  # pylint: disable=broad-except
-        print(f'skipped {split}/{entry.video_id}: {e}')
-        continue
-      del rec['label_name']
-      yield rec['id'], rec
+    raise NotImplementedError('see _split_generators')
 
 
 def make_builder(config, class_names, settings, layout=None) -> VideoDatasetBuilder:
@@ -141,6 +138,14 @@ def _settings(config) -> dict:
     settings['split'] = int(data.split)
   if output_format(config) != 'array_record':  # (Absent for ArrayRecord: older fingerprints hold.)
     settings['output_format'] = output_format(config)
+  else:  # Frames as their own records (input_pipeline/frames.py); older datasets lack the key.
+    settings['layout'] = frames.LAYOUT
+  max_fps = float(data.max_fps)
+  if max_fps < 0:
+    raise errors.bad_field('data.max_fps', data.max_fps,
+                           'must be 0 (store every frame) or the most frames a second to store')
+  if max_fps:  # (Absent when off: fingerprints of datasets prepared before the field hold.)
+    settings['max_fps'] = max_fps
   return settings
 
 
@@ -149,7 +154,8 @@ def _task_template(settings, num_classes, fps) -> records.ShardTask:
                            done_path='', short_side=settings['short_side'],
                            quality=settings['jpeg_quality'], num_classes=num_classes,
                            default_fps=fps,
-                           output_format=settings.get('output_format', 'array_record'))
+                           output_format=settings.get('output_format', 'array_record'),
+                           max_fps=settings.get('max_fps', 0.0))
 
 
 def _fingerprint(settings, layout) -> str:

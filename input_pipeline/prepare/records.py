@@ -1,19 +1,25 @@
-"""The record of a prepared dataset, and the worker task that converts one shard of videos.
+"""The records of a prepared dataset, and the worker task that converts one shard of videos.
 
-One record per video, serialized with TFDS's example serializer (no TensorFlow needed):
-  id          Scalar(str)                       the dataset's video id
-  label       ClassLabel                        class index, -1 for unlabeled (test) splits
-  num_frames  Scalar(int32)                     len(frames)
-  fps         Scalar(float32)                   source frame rate, 0 if unknown
-  frames      Sequence(Tensor((), object))      JPEG bytes, one per frame, short side <= short_side
+ArrayRecord (the default; `input_pipeline/frames.py` reads it): a shard is two files. The TFDS
+shard holds one record a video, serialized with TFDS's example serializer (no TensorFlow needed):
+  id           Scalar(str)       the dataset's video id
+  label        ClassLabel        class index, -1 for unlabeled (test) splits
+  num_frames   Scalar(int32)     frames stored
+  fps          Scalar(float32)   frame rate of the stored frames (the source's, or data.max_fps
+                                 where that caps it), 0 if unknown
+  first_frame  Scalar(int64)     the record of its first frame in the shard's frame file
+and the frame file (`frames.frames_file`) one record a frame, the JPEG bytes themselves (short
+side <= short_side), each video's frames consecutive, in shard order. A clip reads its video's
+small record and its sampled frames' records only.
 
-With `output_format='tfrecord'` the same content is written as a DMVR/scenic SequenceExample
-instead (prepare/tfrecord_writer.py), one TFRecord file a shard.
+With `output_format='tfrecord'` a video is one DMVR/scenic SequenceExample instead (all its
+frames; prepare/tfrecord_writer.py), one TFRecord file a shard.
 
-A shard task converts its videos in order, writes its file under a temporary local name
-(array_record's writer writes local files only), moves it into place (`files.put_file`: a synced
-rename, or an upload to a bucket), then writes a small JSON sidecar (what it converted, what it
-skipped and why). The sidecar is the mark of a finished shard: a re-run skips shards that have one.
+A shard task converts its videos in order, writes its files under temporary local names
+(array_record's writer writes local files only), moves them into place (`files.put_file`: a synced
+rename, or an upload to a bucket; the frame file first), then writes a small JSON sidecar (what it
+converted, what it skipped and why). The sidecar is the mark of a finished shard: a re-run skips
+shards that have one.
 """
 
 import dataclasses
@@ -26,6 +32,7 @@ import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 
 from input_pipeline import files
+from input_pipeline import frames as frames_lib
 from input_pipeline import tfrecord
 from input_pipeline import video
 from input_pipeline.prepare import tfrecord_writer
@@ -42,7 +49,8 @@ _UNKNOWN_NUM_CLASSES = 2**31 - 1
 
 def features(class_names: list[str] | None = None,
              num_classes: int = 0) -> tfds.features.FeaturesDict:
-  """Returns the record's FeaturesDict (class names, else `num_classes`, else unbounded labels)."""
+  """Returns the video record's FeaturesDict (class names, else `num_classes`, else unbounded
+  labels): the metadata of a video and where its frames start in the shard's frame file."""
   if class_names:
     label = tfds.features.ClassLabel(names=list(class_names))
   else:
@@ -51,9 +59,9 @@ def features(class_names: list[str] | None = None,
       'id': tfds.features.Scalar(dtype=np.str_, doc='Video id of the dataset.'),
       'label': label,
       'num_frames': tfds.features.Scalar(dtype=np.int32, doc='Number of frames.'),
-      'fps': tfds.features.Scalar(dtype=np.float32, doc='Source frame rate; 0 if unknown.'),
-      'frames': tfds.features.Sequence(
-          tfds.features.Tensor(shape=(), dtype=np.object_), doc='JPEG-encoded RGB frames.'),
+      'fps': tfds.features.Scalar(dtype=np.float32, doc='Stored frame rate; 0 if unknown.'),
+      'first_frame': tfds.features.Scalar(
+          dtype=np.int64, doc='Record of the first frame in the shard\'s frame file.'),
   })
 
 
@@ -72,6 +80,7 @@ class ShardTask:
     decode_threads: threads per video decoder (cores / workers).
     skip: video id -> reason, for videos known to crash the converter: quarantined, not converted.
     output_format: 'array_record' (TFDS features) or 'tfrecord' (DMVR SequenceExample).
+    max_fps: frames stored per second of video at most (0: all; `video.keeps_frame`).
   """
   split: str
   index: int
@@ -87,10 +96,12 @@ class ShardTask:
   decode_threads: int = 1
   skip: dict[str, str] = dataclasses.field(default_factory=dict)
   output_format: str = 'array_record'
+  max_fps: float = 0.0
 
 
 def convert_entry(entry: common.Entry, task: ShardTask) -> dict:
-  """Converts one entry into a record dict (id, label, num_frames, fps, frames, label_name).
+  """Converts one entry into a record dict (id, label, num_frames, fps, frames, label_name), at
+  most `task.max_fps` frames a second of video (fps then says the stored rate).
 
   Raises video.VideoError (or tfrecord.RecordError) if the source is unusable, and
   common.AnnotationError if a TFRecord record's label is outside the class range.
@@ -101,19 +112,21 @@ def convert_entry(entry: common.Entry, task: ShardTask) -> dict:
     os._exit(70)  # pylint: disable=protected-access
   if entry.kind == common.VIDEO:
     frames, fps = video.video_to_jpegs(entry.path, task.short_side, task.quality,
-                                       task.decode_threads)
+                                       task.decode_threads, max_fps=task.max_fps)
     vid, label = entry.video_id, entry.label
   elif entry.kind == common.FRAMES:
     frames = video.frame_folder_to_jpegs(entry.path, task.short_side, task.quality)
-    vid, label, fps = entry.video_id, entry.label, task.default_fps
+    frames, fps = video.cap_frames(frames, task.default_fps, task.max_fps)
+    vid, label = entry.video_id, entry.label
   elif entry.kind == common.TFRECORD:
     parsed = tfrecord.parse(tfrecord.read_record(entry.path, entry.offset))
     if not parsed['frames']:
       raise video.VideoError('no frames: the record has no image/encoded frames')
-    frames = video.jpegs_to_jpegs(parsed['frames'], task.short_side, task.quality)
+    kept, fps = video.cap_frames(parsed['frames'], parsed['fps'] or 0.0, task.max_fps)
+    frames = video.jpegs_to_jpegs(kept, task.short_side, task.quality)
     vid = parsed['id'] or entry.video_id
     label = -1 if parsed['label'] is None else parsed['label']
-    fps, label_name = parsed['fps'] or 0.0, parsed['label_name']
+    label_name = parsed['label_name']
     if label < -1 or task.num_classes and label >= task.num_classes:
       raise common.AnnotationError(entry.path, f'record at byte {entry.offset} (id {vid})',
                                    f'clip/label/index {label} is outside [0, {task.num_classes}); '
@@ -125,18 +138,16 @@ def convert_entry(entry: common.Entry, task: ShardTask) -> dict:
 
 
 def write_shard(task: ShardTask, progress: Callable[[int, bool], None] | None = None) -> dict:
-  """Converts a shard's videos, puts its ArrayRecord file and sidecar in place; returns the sidecar.
+  """Converts a shard's videos, puts its files and sidecar in place; returns the sidecar.
 
   A video that cannot be used is skipped and listed under 'quarantine' with its reason; the shard is
-  written even if every video was skipped (an empty shard). Interrupting leaves only a temporary
-  file in `task.tmp_dir`, never a partial shard at `task.path`. `progress(i, done)` is called before
-  (done=False) and after (done=True) the i-th video.
+  written even if every video was skipped (an empty shard). Interrupting leaves only temporary
+  files in `task.tmp_dir`, never a partial shard at `task.path`. `progress(i, done)` is called
+  before (done=False) and after (done=True) the i-th video.
   """
   start = time.time()
-  feats = features(num_classes=task.num_classes)
-  tmp = os.path.join(task.tmp_dir, f'{files.resolve(task.path).name}.{os.getpid()}')
   records, quarantine, label_names = [], [], {}
-  writer = _writer(task, tmp)
+  writer = _writer(task)
   try:
     for i, entry in enumerate(task.entries):
       if progress:
@@ -155,18 +166,16 @@ def write_shard(task: ShardTask, progress: Callable[[int, bool], None] | None = 
       else:
         if rec['label_name'] is not None and rec['label'] >= 0:
           label_names[str(rec['label'])] = rec['label_name']
-        if task.output_format == 'tfrecord':
-          writer.write(tfrecord_writer.sequence_example(rec))
-        else:
-          del rec['label_name']
-          writer.write(feats.serialize_example(rec))
+        writer.write(rec)
         records.append([rec['id'], rec['label'], rec['num_frames']])
       if progress:
         progress(i, True)
   finally:
     writer.close()
-  size = os.path.getsize(tmp)
-  files.put_file(tmp, task.path)
+  size = 0
+  for local, dest in writer.outputs:  # the frame file before the shard that points into it
+    size += os.path.getsize(local)
+    files.put_file(local, dest)
   sidecar = {
       'split': task.split, 'index': task.index, 'path': files.resolve(task.path).name,
       'records': records, 'quarantine': quarantine, 'label_names': label_names,
@@ -176,11 +185,61 @@ def write_shard(task: ShardTask, progress: Callable[[int, bool], None] | None = 
   return sidecar
 
 
-def _writer(task: ShardTask, local_path: str):
-  """The writer of a shard's file in `task.output_format` (`write(bytes)`, `close()`)."""
+class _TFRecordShard:
+  """Writes a shard as one TFRecord file of DMVR SequenceExamples (`outputs`: [(local, dest)])."""
+
+  def __init__(self, task: ShardTask):
+    local = _tmp_name(task, task.path)
+    self._writer = tfrecord_writer.TFRecordWriter(local)
+    self.outputs = [(local, task.path)]
+
+  def write(self, rec: dict) -> None:
+    """Appends a converted video."""
+    self._writer.write(tfrecord_writer.sequence_example(rec))
+
+  def close(self) -> None:
+    """Closes the file."""
+    self._writer.close()
+
+
+class _ArrayRecordShard:
+  """Writes a shard in the frame-record layout: the TFDS shard of video records and its frame
+  file (`outputs`: [(local, dest)], the frame file first)."""
+
+  def __init__(self, task: ShardTask):
+    self._features = features(num_classes=task.num_classes)
+    frames_path = frames_lib.frames_file(task.path)
+    local_frames, local_videos = _tmp_name(task, frames_path), _tmp_name(task, task.path)
+    self._frames = array_record_module.ArrayRecordWriter(local_frames, WRITER_OPTIONS)
+    self._videos = array_record_module.ArrayRecordWriter(local_videos, WRITER_OPTIONS)
+    self._next_frame = 0
+    self.outputs = [(local_frames, frames_path), (local_videos, task.path)]
+
+  def write(self, rec: dict) -> None:
+    """Appends a converted video: its frames to the frame file, its record to the shard."""
+    for data in rec['frames']:
+      self._frames.write(bytes(data))
+    self._videos.write(self._features.serialize_example({
+        'id': rec['id'], 'label': rec['label'], 'num_frames': rec['num_frames'],
+        'fps': rec['fps'], 'first_frame': self._next_frame}))
+    self._next_frame += len(rec['frames'])
+
+  def close(self) -> None:
+    """Closes both files."""
+    self._frames.close()
+    self._videos.close()
+
+
+def _tmp_name(task: ShardTask, dest: str) -> str:
+  """The local temporary file a shard file `dest` is written in first."""
+  return os.path.join(task.tmp_dir, f'{files.resolve(dest).name}.{os.getpid()}')
+
+
+def _writer(task: ShardTask):
+  """The writer of a shard's files in `task.output_format` (`write(rec)`, `close()`, `outputs`)."""
   if task.output_format == 'tfrecord':
-    return tfrecord_writer.TFRecordWriter(local_path)
-  return array_record_module.ArrayRecordWriter(local_path, WRITER_OPTIONS)
+    return _TFRecordShard(task)
+  return _ArrayRecordShard(task)
 
 
 def _quarantine_line(split: str, entry: common.Entry, reason: str) -> dict:

@@ -49,15 +49,28 @@ def offsets_of(path) -> list[int]:
 
 @pytest.fixture
 def read_counter(monkeypatch):
-  """Counts `files.read_range` calls per file (every byte the reader takes goes through it)."""
+  """Counts `files.read_range` / `read_ranges` calls per file (every byte the reader takes goes
+  through them), and the bytes they return under `(path, 'bytes')`."""
   counts = {}
-  real = files.read_range
+  real_range, real_ranges = files.read_range, files.read_ranges
 
-  def counting(path, offset, length):
+  def count(path, data):
     counts[os.fspath(path)] = counts.get(os.fspath(path), 0) + 1
-    return real(path, offset, length)
+    counts[(os.fspath(path), 'bytes')] = counts.get((os.fspath(path), 'bytes'), 0) + data
+    return counts
 
-  monkeypatch.setattr(files, 'read_range', counting)
+  def read_range(path, offset, length):
+    data = real_range(path, offset, length)
+    count(path, len(data))
+    return data
+
+  def read_ranges(path, ranges):
+    data = real_ranges(path, ranges)
+    count(path, sum(map(len, data)))
+    return data
+
+  monkeypatch.setattr(files, 'read_range', read_range)
+  monkeypatch.setattr(files, 'read_ranges', read_ranges)
   return counts
 
 
@@ -80,18 +93,33 @@ def test_round_trip_over_two_shards(tmp_path):
 
 
 def test_records_have_the_array_record_sources_types(tmp_path):
-  """ArrayRecordDataSource returns `features.deserialize_example_np(serialized record)`."""
+  """The prepared ArrayRecord source's records (`frames.ArrayRecordSource` over TFDS's
+  `deserialize_example_np` of the video records) and TFRecord's have the same keys, types, values."""
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  from input_pipeline import frames  # pylint: disable=g-import-not-at-top
   features = records.features(num_classes=5)
   videos = [video(1), video(2, label=-1, fps=0.0)]
   source = tfrecord.TFRecordSource([write_shard(tmp_path / 'x.tfrecord', videos)])
+  shard = str(tmp_path / 'x-train.array_record-00000-of-00001')
+  writer = array_record_module.ArrayRecordWriter(frames.frames_file(shard), records.WRITER_OPTIONS)
+  video_records, first = [], 0
+  for v in videos:
+    for f in v['frames']:
+      writer.write(f)
+    meta = {k: v[k] for k in ('id', 'label', 'num_frames', 'fps')}
+    video_records.append(features.deserialize_example_np(
+        features.serialize_example({**meta, 'first_frame': first})))
+    first += v['num_frames']
+  writer.close()
+  prepared = frames.ArrayRecordSource(video_records, [shard], [len(videos)])
   for i, v in enumerate(videos):
-    expected = features.deserialize_example_np(features.serialize_example(v))
-    got = source[i]
-    assert list(got) == list(expected)
+    expected, got = prepared[i], source[i]
+    assert list(got) == list(expected) == ['fps', 'frames', 'id', 'label', 'num_frames']
     for key in expected:
       assert type(got[key]) is type(expected[key]), key
       assert got[key] == expected[key], key
-    assert [type(f) for f in got['frames']] == [type(f) for f in expected['frames']]
+    assert got['frames'] == v['frames'] and list(expected['frames']) == v['frames']
+    assert [type(f) for f in got['frames']] == [type(f) for f in expected['frames']] == [bytes] * 3
 
 
 def flip_byte(path: str, at: int) -> None:
@@ -169,13 +197,20 @@ def test_the_index_is_cached_and_rebuilt_when_the_shard_changes(tmp_path, read_c
   assert len(tfrecord.TFRecordSource([path])) == 2
   assert read_counter.pop(path) >= 1
   index = json.loads((tmp_path / 'x.tfrecord.index.json').read_text())
-  assert index['format'] == 'stm-tfrecord-index' and index['version'] == 1
+  assert index['format'] == 'stm-tfrecord-index' and index['version'] == 2
   assert index['size'] == os.path.getsize(path)
+  table = str(tmp_path / 'x.tfrecord.index.frames')
+  assert os.path.getsize(table) == index['table_rows'] * 12 == 6 * 12
 
+  read_counter.clear()
   source = tfrecord.TFRecordSource([path])  # from the cache: the shard is not read
+  assert path not in read_counter and table not in read_counter
+  record = source[1]  # the metadata is the index's: nothing read
   assert path not in read_counter
-  source[1]  # pylint: disable=pointless-statement
-  assert read_counter.pop(path) == 1  # one ranged read a record
+  assert record['frames'].take([2, 0]) == [video(1)['frames'][2], video(1)['frames'][0]]
+  assert read_counter.pop(path) == 1  # one read_ranges of the two frames...
+  assert read_counter.pop((path, 'bytes')) == len(video(1)['frames'][2] + video(1)['frames'][0])
+  assert read_counter.pop(table) == 1  # ...after one read of the record's rows of the table
 
   write_shard(path, [video(5), video(6), video(7)])  # another size
   assert tfrecord.TFRecordSource([path]).ids == ['video5', 'video6', 'video7']
@@ -187,21 +222,36 @@ def test_the_index_is_cached_and_rebuilt_when_the_shard_changes(tmp_path, read_c
 
   read_counter.clear()
   index = json.loads((tmp_path / 'x.tfrecord.index.json').read_text())
-  (tmp_path / 'x.tfrecord.index.json').write_text(json.dumps({**index, 'version': 0}))
+  (tmp_path / 'x.tfrecord.index.json').write_text(json.dumps({**index, 'version': 1}))
   assert len(tfrecord.TFRecordSource([path])) == 3
-  assert read_counter.get(path, 0) >= 1  # another format version: rebuilt
+  assert read_counter.get(path, 0) >= 1  # an old format version (no frame table): rebuilt
+  assert json.loads((tmp_path / 'x.tfrecord.index.json').read_text())['version'] == 2
+
+  read_counter.clear()
+  os.remove(table)  # a table gone (or of another size): rebuilt
+  assert tfrecord.TFRecordSource([path])[2]['frames'][1] == video(7)['frames'][1]
+  assert read_counter.get(path, 0) >= 2 and os.path.getsize(table) == 3 * 3 * 12
 
 
 def refuse_writes_beside(folder, monkeypatch):
-  """Makes the folder `folder` unwritable for the index (root ignores chmod)."""
-  real = files.write_json
+  """Makes the folder `folder` unwritable for the index and its frame table (root ignores
+  chmod)."""
+  real_json, real_bytes = files.write_json, files.write_bytes
 
-  def write_json(path, value, indent=1):
+  def refuse(path):
     if os.path.dirname(os.fspath(path)) == os.fspath(folder):
       raise PermissionError(f'{path}: read-only')
-    return real(path, value, indent)
+
+  def write_json(path, value, indent=1):
+    refuse(path)
+    return real_json(path, value, indent)
+
+  def write_bytes(path, data):
+    refuse(path)
+    return real_bytes(path, data)
 
   monkeypatch.setattr(files, 'write_json', write_json)
+  monkeypatch.setattr(files, 'write_bytes', write_bytes)
 
 
 def test_an_unwritable_shard_folder_caches_in_index_dir(tmp_path, monkeypatch, read_counter):
@@ -212,8 +262,9 @@ def test_an_unwritable_shard_folder_caches_in_index_dir(tmp_path, monkeypatch, r
   cache = tmp_path / 'cache' / 'indexes'
   assert len(tfrecord.TFRecordSource([path], index_dir=cache)) == 1
   assert os.listdir(shards) == ['x.tfrecord']
-  [cached] = os.listdir(cache)
+  table, cached = sorted(os.listdir(cache))
   assert cached.startswith('x.tfrecord.') and cached.endswith('.index.json')
+  assert table == cached.replace('.index.json', '.index.frames')
   read_counter.clear()
   assert len(tfrecord.TFRecordSource([path], index_dir=cache)) == 1
   assert path not in read_counter

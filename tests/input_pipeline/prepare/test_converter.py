@@ -176,25 +176,25 @@ def test_data_source_and_builder_from_directory_agree(tmp_path):
   converter.prepare(config)
   builder = tfds.builder_from_directory(datasets.dataset_dir(config))
   assert builder.info.features['label'].names == expected.classes
-  source = builder.as_data_source('test')
-  assert [source[i] for i in range(len(source))] == vf.read_split(config, 'test')
+  source = builder.as_data_source('test')  # The video records: no frames, where they start.
+  whole = vf.read_split(config, 'test')
+  assert [{k: v for k, v in source[i].items() if k != 'first_frame'} for i in range(len(source))
+          ] == [{k: v for k, v in r.items() if k != 'frames'} for r in whole]
+  starts = [int(source[i]['first_frame']) for i in range(len(source))]
+  for i in range(1, len(whole)):  # A shard's videos' frames follow each other in its frame file.
+    assert starts[i] in (0, starts[i - 1] + whole[i - 1]['num_frames'])
   assert os.fspath(datasets.dataset_dir(config)).endswith(os.path.join('stm_ucf101', 'split2', '1.0.0'))
 
 
-def test_tfds_download_and_prepare_path_gives_the_same_records(tmp_path):
-  """The GeneratorBasedBuilder also works through TFDS's own (single-process) generation."""
+def test_tfds_download_and_prepare_is_refused_with_what_to_run(tmp_path):
+  """TFDS's own (single-process) generation cannot write the frame files: it says to use prepare."""
   from input_pipeline.prepare import layouts  # pylint: disable=g-import-not-at-top
-  expected, config = vf.setup(tmp_path, 'sthv1')
-  converter.prepare(config)
-  other = vf.make_config('sthv1', config.data.raw_dir, tmp_path / 'tfds_out', num_classes=3)
-  layout = layouts.read(other)
-  settings = converter._settings(other)  # pylint: disable=protected-access
-  builder = converter.make_builder(other, layout.class_names, settings, layout)
-  builder.download_and_prepare()
-  for split in expected.splits:
-    source = builder.as_data_source(split)
-    got = sorted((source[i] for i in range(len(source))), key=lambda r: r['id'])
-    assert got == vf.read_split(config, split)
+  _, config = vf.setup(tmp_path, 'sthv1')
+  layout = layouts.read(config)
+  settings = converter._settings(config)  # pylint: disable=protected-access
+  builder = converter.make_builder(config, layout.class_names, settings, layout)
+  with pytest.raises(errors.UserError, match='--mode=prepare'):
+    builder.download_and_prepare()
 
 
 # --- TFRecord input -------------------------------------------------------------------------------
