@@ -120,8 +120,13 @@ def network_guard():
 
 
 def pytest_sessionfinish(session):
-  """Stops the emulator; fails the session on refusals no test accounted for (at collection, in
-  session fixtures)."""
+  """Stops the emulator and a background quick demo still running (a session stopped early);
+  fails the session on refusals no test accounted for (at collection, in session fixtures)."""
+  demo = sys.modules.get('tests.stm_jax.demo.test_comparison')
+  for started in getattr(demo, '_STARTED', []):
+    if started.process.poll() is None:
+      started.process.kill()
+      started.process.wait()
   with open(NETGUARD_LOG, 'rb') as f:
     f.seek(_checked)
     rest = f.read().decode('utf-8', 'replace').strip()
@@ -166,3 +171,18 @@ def gcs_bucket(gcs_emulator, request):
   gaps = gcs_emulator.errors[errors:]
   if gaps:
     pytest.fail('the GCS emulator could not serve:\n' + '\n'.join(gaps), pytrace=False)
+
+
+def pytest_collection_modifyitems(session, config, items):
+  """Starts the quick demo (tests/stm_jax/demo/test_comparison.py) in the background when its
+  tests are selected, and moves those tests to the end of the session, so that its training
+  (minutes, in a subprocess) overlaps the other tests, most of which are compile-bound on one core."""
+  del config
+  needs_demo = [item for item in items if 'quick_run' in getattr(item, 'fixturenames', ())]
+  if not needs_demo:
+    return
+  from tests.stm_jax.demo import test_comparison  # pylint: disable=g-import-not-at-top
+  scratch = tempfile.mkdtemp(prefix='quick-demo-', dir=_SCRATCH)
+  test_comparison.start_quick_demo(os.path.join(scratch, 'demo'), os.path.join(scratch, 'cache'))
+  items[:] = [item for item in items if item not in needs_demo] + needs_demo
+
