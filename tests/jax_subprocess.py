@@ -2,6 +2,8 @@
 
 import os
 import socket
+import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,3 +27,10 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     return s.getsockname()[1]
+
+
+def launch(*args: str, cache) -> subprocess.CompletedProcess:
+  """Runs `python launch.py *args` from the repository root in a jax subprocess (`env(cache)`),
+  capturing its output; never raises on a non-zero exit (the tests read the status)."""
+  return subprocess.run([sys.executable, 'launch.py', *args], cwd=ROOT, env=env(cache),
+                        capture_output=True, text=True, timeout=300, check=False)

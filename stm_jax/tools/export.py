@@ -258,8 +258,9 @@ def write(loaded: weights.Weights, output: str, platforms: Sequence[str] = DEFAU
 
 
 @dataclasses.dataclass
-class ExportedModel:
-  """A loaded export: call it on uint8 clips `(B, T, crop, crop, 3)` to get float32 logits."""
+class _Loaded:
+  """What every loaded export holds: the deserialized function (jitted), its signature and the
+  directory it came from."""
   exported: jax.export.Exported
   signature: dict[str, Any]
   directory: str
@@ -271,6 +272,10 @@ class ExportedModel:
   def class_names(self) -> list[str]:
     """The class names, by logit index."""
     return self.signature['class_names']
+
+
+class ExportedModel(_Loaded):
+  """A loaded export: call it on uint8 clips `(B, T, crop, crop, 3)` to get float32 logits."""
 
   def __call__(self, clips) -> jax.Array:
     """Logits of `clips`; raises ValueError naming the export if their shape or dtype differ."""
@@ -282,21 +287,9 @@ class ExportedModel:
     return self._call(clips)
 
 
-@dataclasses.dataclass
-class ExportedStream:
+class ExportedStream(_Loaded):
   """A loaded streaming-step export: `state = initial_state(batch)`, then
   `frame_logits, clip_logits, state = stream(state, frames)` for each new frame."""
-  exported: jax.export.Exported
-  signature: dict[str, Any]
-  directory: str
-
-  def __post_init__(self):
-    self._call = jax.jit(self.exported.call)
-
-  @property
-  def class_names(self) -> list[str]:
-    """The class names, by logit index."""
-    return self.signature['class_names']
 
   def initial_state(self, batch: int = 1) -> Any:
     """The state of `batch` new streams (zeros, in the structure the step takes)."""

@@ -4,8 +4,6 @@ exported and reloaded; the command line, and its refusals, with a random tiny ca
 
 import concurrent.futures
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -107,12 +105,6 @@ def test_the_exported_streaming_step_gives_the_steps_outputs(causal_weights, tmp
     exported(theirs, frames[0, :, :16])
 
 
-def _launch(*args, cache):
-  return subprocess.run([sys.executable, 'launch.py', *args], cwd=jax_subprocess.ROOT,
-                        env=jax_subprocess.env(cache), capture_output=True, text=True,
-                        timeout=300, check=False)
-
-
 def test_the_command_line_streams_a_video_and_refuses_the_offline_model(
     causal_weights, tmp_path, tmp_path_factory):
   path = video_fixtures.write_video(str(tmp_path / 'v.mp4'), 30, fps=FPS)  # 2.5 s.
@@ -128,7 +120,7 @@ def test_the_command_line_streams_a_video_and_refuses_the_offline_model(
   }
   cache = tmp_path_factory.getbasetemp() / 'jax_cache'
   with concurrent.futures.ThreadPoolExecutor(4) as pool:
-    futures = {name: pool.submit(_launch, *args, cache=cache) for name, args in commands.items()}
+    futures = {name: pool.submit(jax_subprocess.launch, *args, cache=cache) for name, args in commands.items()}
     results = {name: f.result() for name, f in futures.items()}
   good = results['stream']
   assert good.returncode == 0, good.stderr[-3000:]

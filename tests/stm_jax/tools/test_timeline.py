@@ -5,8 +5,6 @@ video scored as predict scores it, and the command line with a random tiny model
 import concurrent.futures
 import csv
 import os
-import subprocess
-import sys
 
 import av
 import jax
@@ -239,12 +237,6 @@ def random_weights(tmp_path_factory):
   return directory
 
 
-def _launch(*args, cache):
-  return subprocess.run([sys.executable, 'launch.py', *args], cwd=jax_subprocess.ROOT,
-                        env=jax_subprocess.env(cache), capture_output=True, text=True,
-                        timeout=300, check=False)
-
-
 def test_the_command_line_writes_the_three_files(random_weights, tmp_path, tmp_path_factory):
   path = _write_segments(str(tmp_path / 'walk.mp4'), 5, [(0, 3, 0), (3, 5, 2)])
   common = ('--mode=predict', '--config=configs/tiny.py', f'--checkpoint={random_weights}',
@@ -256,7 +248,7 @@ def test_the_command_line_writes_the_three_files(random_weights, tmp_path, tmp_p
   }
   cache = tmp_path_factory.getbasetemp() / 'jax_cache'
   with concurrent.futures.ThreadPoolExecutor(3) as pool:
-    futures = {name: pool.submit(_launch, *args, cache=cache) for name, args in commands.items()}
+    futures = {name: pool.submit(jax_subprocess.launch, *args, cache=cache) for name, args in commands.items()}
     results = {name: f.result() for name, f in futures.items()}
   good = results['timeline']
   assert good.returncode == 0, good.stderr[-3000:]
